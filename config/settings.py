@@ -1,0 +1,34 @@
+"""Read Rubot's settings from environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline.settings import Settings
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    home = Path(env.get("RUBOT_HOME", ".rubot")).expanduser().resolve()
+    broker = env.get("RUBOT_BROKER_URL", "filesystem://")
+    default_backend = broker if broker.startswith(("redis://", "rediss://")) else f"file://{home / 'results'}"
+    api_key = env.get("ANTHROPIC_API_KEY") or None
+    modules = tuple(m.strip() for m in env.get("RUBOT_WORKFLOW_MODULES", "agents.conference_travel").split(",")
+                    if m.strip())
+    return Settings(
+        database_url=env.get("RUBOT_DATABASE_URL", f"sqlite:///{home / 'rubot.sqlite3'}"),
+        broker_url=broker,
+        result_backend=env.get("RUBOT_RESULT_BACKEND", default_backend),
+        home=home,
+        workflow_modules=modules,
+        queue=env.get("RUBOT_QUEUE", "rubot"),
+        model_provider=env.get("RUBOT_MODEL_PROVIDER", "offline"),
+        default_model=env.get("RUBOT_MODEL", "claude-sonnet-4-5"),
+        anthropic_api_key=api_key,
+        anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
+        result_expires=int(env.get("RUBOT_RESULT_EXPIRES", "3600")),
+        visibility_timeout=int(env.get("RUBOT_VISIBILITY_TIMEOUT", "3600")),
+        log_level=env.get("RUBOT_LOG_LEVEL", "INFO"),
+    )

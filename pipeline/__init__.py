@@ -1,0 +1,29 @@
+"""Rubot: governed AI-agent workflows on Celery.
+
+The model advises; the workflow decides. Declare tools, agents and workflows with the classes below, then
+start runs with :func:`run` (waits) or :func:`enqueue` (returns at once).
+"""
+
+from pipeline.agent import Agent
+from pipeline.api import enqueue, get_run, list_runs, run, wait
+from pipeline.dsl import agent_step, approval_step, parallel, step, tool_step
+from pipeline.errors import (
+    ApprovalAlreadyDecided,
+    DefinitionError,
+    InvalidRunInput,
+    RubotError,
+    RunError,
+    ToolError,
+    ValidationError,
+)
+from pipeline.operation import Operation
+from pipeline.runs import Approval, Event, Run
+from pipeline.tool import Tool, ToolContext
+from pipeline.workflow import Workflow
+
+__all__ = [
+    "Agent", "Approval", "ApprovalAlreadyDecided", "DefinitionError", "Event", "InvalidRunInput", "Operation",
+    "RubotError", "Run", "RunError", "Tool", "ToolContext", "ToolError", "ValidationError", "Workflow",
+    "agent_step", "approval_step", "enqueue", "get_run", "list_runs", "parallel", "run", "step", "tool_step",
+    "wait",
+]

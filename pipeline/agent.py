@@ -1,0 +1,80 @@
+"""``Agent``: instructions, typed input and output, and the tools a model may call."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import marshmallow
+from marshmallow import Schema
+
+from pipeline import registry, schemas
+from pipeline.errors import DefinitionError, InvalidAgentInput, InvalidAgentOutput
+from pipeline.tool import Tool, resolve, snake_case
+
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+
+class Agent:
+    """Subclass and declare ``instructions``, ``input_schema`` and ``output_schema``.
+
+    The model advises: an agent step's result is the model's final answer, validated against
+    ``output_schema`` before the workflow sees it. ``offline(input)`` may return a deterministic answer used
+    by the offline model (demo, no API key); it is never used when a real model is configured.
+    """
+
+    name: ClassVar[str]
+    instructions: ClassVar[str] = ""
+    input_schema: ClassVar[Any] = None
+    output_schema: ClassVar[Any] = None
+    tools: ClassVar[tuple[Any, ...]] = ()
+    model: ClassVar[str | None] = None
+    max_tokens: ClassVar[int] = 4096
+
+    _input: ClassVar[type[Schema] | None]
+    _output: ClassVar[type[Schema] | None]
+    _tools: ClassVar[tuple[type[Tool], ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        owner = cls.__name__
+        if "name" not in cls.__dict__:
+            cls.name = snake_case(owner)
+        if not isinstance(cls.name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", cls.name):
+            raise DefinitionError(f"{owner}.name must be 1-64 letters, digits, '_' or '-', got {cls.name!r}")
+        if not isinstance(cls.instructions, str) or not cls.instructions.strip():
+            raise DefinitionError(f"{owner}.instructions must be a non-empty string")
+        if cls.output_schema is None:
+            raise DefinitionError(f"{owner}.output_schema is required: the model's answer is always validated")
+        if not isinstance(cls.max_tokens, int) or cls.max_tokens <= 0:
+            raise DefinitionError(f"{owner}.max_tokens must be a positive integer")
+        cls._input = schemas.make_schema(cls.input_schema, owner=owner, attribute="input_schema")
+        cls._output = schemas.make_schema(cls.output_schema, owner=owner, attribute="output_schema")
+        cls._tools = tuple(resolve(t, where=f"{owner}.tools") for t in cls.tools)
+        names = [t.name for t in cls._tools]
+        if len(set(names)) != len(names):
+            raise DefinitionError(f"{owner}.tools lists a tool name twice: {names}")
+        registry.agents.add(cls.name, cls)
+
+    def offline(self, input: dict[str, Any]) -> dict[str, Any]:
+        """A deterministic answer for the offline model. Agents without one cannot run offline."""
+        raise NotImplementedError
+
+    @classmethod
+    def has_offline_answer(cls) -> bool:
+        return cls.offline is not Agent.offline
+
+    @classmethod
+    def validate_input(cls, data: Any) -> Any:
+        """Validate and narrow the step input: the model only ever sees the fields ``input_schema`` declares."""
+        return schemas.load(cls._input, data, error=InvalidAgentInput, what=f"input of agent {cls.name!r}",
+                            unknown=marshmallow.EXCLUDE)
+
+    @classmethod
+    def validate_output(cls, data: Any) -> Any:
+        return schemas.validate_output(cls._output, data, error=InvalidAgentOutput,
+                                       what=f"answer of agent {cls.name!r}")
+
+    @classmethod
+    def output_json_schema(cls) -> dict[str, Any]:
+        return schemas.json_schema(cls._output)

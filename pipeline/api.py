@@ -1,0 +1,128 @@
+"""The public entry points: ``enqueue``, ``run``, ``wait``, ``get_run``, ``list_runs``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import current_task
+
+from pipeline import registry, runtime, schemas
+from pipeline.compiler import RESUME_TASK
+from pipeline.errors import DefinitionError, RunError, WaitInsideTaskError, WaitTimeout
+from pipeline.runs import Run
+from pipeline.store import queries
+from pipeline.store.tables import FAILED, QUEUED, TERMINAL, WAITING, RunRow, utcnow
+from pipeline.workflow import Workflow
+
+RESTING = TERMINAL | {WAITING}
+
+
+def _workflow_class(workflow: type[Workflow] | str, rt: runtime.Runtime) -> type[Workflow]:
+    if isinstance(workflow, str):
+        return registry.workflow(workflow, modules=rt.settings.workflow_modules)  # type: ignore[return-value]
+    if isinstance(workflow, type) and issubclass(workflow, Workflow) and workflow is not Workflow:
+        return workflow
+    raise DefinitionError(f"expected a Workflow subclass or a workflow name, got {workflow!r}")
+
+
+def create(rt: runtime.Runtime, workflow: type[Workflow] | str, *, input: Any = None, subject: Any = None,
+           context: Any = None, run_id: str | None = None, record_invalid: bool = False) -> str:
+    """Validate and insert a queued run, then ask a worker to start it.
+
+    Bad input raises ``InvalidRunInput`` (with the field errors) before anything is written. With
+    ``record_invalid`` (launches from a host app's task, where nobody could catch the exception) the run is
+    recorded as failed with reason ``invalid_input`` instead, so the mistake is visible and no step runs.
+    """
+    rt.db.check_migrated()
+    cls = _workflow_class(workflow, rt)
+    run_id = run_id or queries.new_id("run")
+    try:
+        data = cls.validate_input(input)
+        context = schemas.to_json(context if context is not None else {}, what="run context")
+        subject = schemas.to_json(subject, what="run subject")
+    except RunError as exc:
+        if not record_invalid:
+            raise
+        _record_rejected_launch(rt, run_id, cls.name, exc)
+        return run_id
+    with rt.db.transaction() as s:
+        if s.get(RunRow, run_id) is not None:
+            # The same launch delivered again: the run exists. Re-sending resume is safe (its seq check
+            # ignores it once the run was dispatched) and covers a crash between insert and send.
+            rt.send(RESUME_TASK, run_id, 0)
+            return run_id
+        s.add(RunRow(id=run_id, workflow=cls.name, status=QUEUED, input=data, context=context, subject=subject,
+                     state={}, dispatch_seq=0, created_at=utcnow()))
+        s.flush()  # the run row first: events reference it
+        queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)
+    rt.send(RESUME_TASK, run_id, 0)
+    return run_id
+
+
+def _record_rejected_launch(rt: runtime.Runtime, run_id: str, workflow: str, exc: RunError) -> None:
+    with rt.db.transaction() as s:
+        if s.get(RunRow, run_id) is not None:  # a redelivered launch message: recorded already
+            return
+        s.add(RunRow(id=run_id, workflow=workflow, status=FAILED, input=None, context={}, state={},
+                     error=exc.as_dict(), dispatch_seq=0, created_at=utcnow(), finished_at=utcnow()))
+        s.flush()
+        queries.add_event(s, run_id, "run.rejected", workflow=workflow, **exc.as_dict())
+
+
+def enqueue(workflow: type[Workflow] | str, input: Any = None, *, subject: Any = None, context: Any = None,
+            run_id: str | None = None) -> Run:
+    """Start a run and return at once (status ``queued``)."""
+    rt = runtime.current()
+    return get_run(create(rt, workflow, input=input, subject=subject, context=context, run_id=run_id))
+
+
+def run(workflow: type[Workflow] | str, input: Any = None, *, subject: Any = None, context: Any = None,
+        timeout: float | None = None) -> Run:
+    """Start a run and wait until it completes, fails, is cancelled or waits for an approval."""
+    _refuse_inside_task("pipeline.run")
+    return wait(enqueue(workflow, input, subject=subject, context=context), timeout=timeout)
+
+
+def get_run(run_id: str) -> Run:
+    rt = runtime.current()
+    with rt.db.transaction() as s:
+        return Run(rt, queries.get_run(s, run_id))
+
+
+def list_runs(*, status: str | list[str] | None = None, workflow: str | None = None, limit: int = 50) -> list[Run]:
+    rt = runtime.current()
+    statuses = [status] if isinstance(status, str) else status
+    with rt.db.transaction() as s:
+        return [Run(rt, row) for row in queries.list_runs(s, statuses=statuses, workflow=workflow, limit=limit)]
+
+
+def wait(run: Run | str, *, timeout: float | None = None, poll: float = 0.02, max_poll: float = 0.25) -> Run:
+    """Block until the run rests (final or waiting for approval); ``WaitTimeout`` after ``timeout`` seconds.
+
+    Polls SQL with a growing interval. Calling it inside a worker task is an error: the task would hold the
+    worker the run needs.
+    """
+    _refuse_inside_task("pipeline.wait")
+    run_id = run if isinstance(run, str) else run.id
+    rt = runtime.current()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with rt.db.transaction() as s:
+            row = queries.get_run(s, run_id)
+            if row.status in RESTING:
+                return Run(rt, row)
+            status = row.status
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeout(f"run {run_id} is still {status} after {timeout}s")
+        time.sleep(poll)
+        poll = min(poll * 1.5, max_poll)
+
+
+def _refuse_inside_task(what: str) -> None:
+    task = current_task._get_current_object()  # the proxy itself is never None
+    if task is not None and getattr(task.request, "id", None) and not task.request.called_directly:
+        raise WaitInsideTaskError(
+            f"{what}() was called inside the Celery task {task.name!r}: waiting there would hold the worker "
+            "the run needs. Use pipeline.enqueue() and react to the run's status instead."
+        )

@@ -1,0 +1,56 @@
+"""The one place where a workflow's plan becomes a Celery canvas.
+
+A run is dispatched in *segments*: the steps not yet in the effects ledger, in plan order, up to and
+including the next step that parks (an approval). Each step is an immutable ``rubot.step(run_id, name)``
+signature; a parallel group becomes a chord whose body is ``rubot.join``; a segment that reaches the end of
+the plan ends with ``rubot.finish``. Because a segment is compiled from SQL every time, resuming after an
+approval (or, later, after a crash) is the same operation as starting, and messages carry ids only.
+"""
+
+from __future__ import annotations
+
+from celery import Celery, chain, chord, group
+from celery.canvas import Signature
+
+from pipeline.dsl import ParallelGroup, StepSpec
+
+STEP_TASK = "rubot.step"
+JOIN_TASK = "rubot.join"
+FINISH_TASK = "rubot.finish"
+RESUME_TASK = "rubot.resume"
+LAUNCH_TASK = "rubot.launch"
+
+
+def segment(app: Celery, workflow: type, run_id: str, done: set[str], *, queue: str) -> tuple[Signature, list[str]]:
+    """The canvas of the next segment of ``run_id`` and the names of the steps it will run."""
+    links: list[Signature] = []
+    names: list[str] = []
+
+    def step_sig(spec: StepSpec, *, in_chord: bool = False) -> Signature:
+        sig = app.signature(STEP_TASK, args=(run_id, spec.name), immutable=True, queue=queue)
+        if in_chord:
+            # Chord members must store a result so the join can count them; the join forgets them again.
+            sig.set(ignore_result=False)
+        names.append(spec.name)  # type: ignore[arg-type]
+        return sig
+
+    for unit in workflow._plan:
+        if isinstance(unit, ParallelGroup):
+            pending = [s for s in unit.steps if s.name not in done]
+            if len(pending) == 1:
+                links.append(step_sig(pending[0]))
+            elif pending:
+                header = group([step_sig(s, in_chord=True) for s in pending])
+                links.append(chord(header, app.signature(JOIN_TASK, args=(run_id, unit.name), queue=queue)))
+            continue
+        if unit.name in done:
+            continue
+        links.append(step_sig(unit))
+        if unit.parks:
+            return _chain(links), names
+    links.append(app.signature(FINISH_TASK, args=(run_id,), immutable=True, queue=queue))
+    return _chain(links), names
+
+
+def _chain(links: list[Signature]) -> Signature:
+    return links[0] if len(links) == 1 else chain(*links)

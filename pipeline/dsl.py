@@ -1,0 +1,131 @@
+"""The workflow DSL as data: step builders return frozen step descriptions.
+
+Nothing here runs anything. ``tool_step(LoadTravelPolicy, input=...)`` in a class body is just a
+:class:`ToolStep` record; :mod:`pipeline.workflow` names, checks and orders the records when the class is
+created, and :mod:`pipeline.compiler` turns them into Celery signatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any, Literal
+
+InputFn = Callable[[dict, dict, dict], Any]
+Outcome = Literal["fail", "continue"]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """Base of all step descriptions. ``name`` is filled from the class attribute when not given."""
+
+    name: str | None = field(default=None, kw_only=True)
+
+    kind = "step"
+    # True for steps that end a dispatch segment: the run waits in SQL (no broker message) until resumed.
+    parks = False
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        # Class-body assignment names the step; the workflow metaclass reads names from here.
+        if self.name is None:
+            object.__setattr__(self, "name", attribute)
+
+    def named(self, name: str) -> StepSpec:
+        return self if self.name is not None else replace(self, name=name)
+
+
+@dataclass(frozen=True)
+class ToolStep(StepSpec):
+    tool: Any
+    input: InputFn | None = None
+    kind = "tool"
+
+
+@dataclass(frozen=True)
+class AgentStep(StepSpec):
+    agent: Any
+    input: InputFn | None = None
+    kind = "agent"
+
+
+@dataclass(frozen=True)
+class FunctionStep(StepSpec):
+    func: Callable[..., Any]
+    kind = "function"
+
+    def __call__(self, workflow: Any) -> Any:
+        return self.func(workflow)
+
+
+@dataclass(frozen=True)
+class ApprovalStep(StepSpec):
+    role: str | None
+    reason: str = ""
+    assignee: str | None = None
+    expires_in: timedelta | None = None
+    on_reject: Outcome = "fail"
+    on_changes_requested: Outcome = "fail"
+    kind = "approval"
+    parks = True
+
+
+@dataclass(frozen=True)
+class ParallelGroup:
+    """Steps that run side by side (a Celery chord); the next step starts when all of them finished."""
+
+    steps: tuple[StepSpec, ...]
+    name: str | None = None
+    kind = "parallel"
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        if self.name is None:
+            object.__setattr__(self, "name", attribute)
+
+
+def tool_step(tool: Any, *, input: InputFn | None = None, name: str | None = None) -> ToolStep:
+    """Call ``tool`` (a Tool subclass or a registered tool name) with ``input(input, state, context)``."""
+    return ToolStep(tool=tool, input=input, name=name)
+
+
+def agent_step(agent: Any, *, input: InputFn | None = None, name: str | None = None) -> AgentStep:
+    """Ask ``agent`` for a structured answer to ``input(input, state, context)``."""
+    return AgentStep(agent=agent, input=input, name=name)
+
+
+def step(func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    """Decorate a workflow method ``def name(self)`` that reads and writes ``self.run.state``.
+
+    The return value, when not ``None``, becomes ``state[name]``.
+    """
+    if func is None:
+        return lambda f: FunctionStep(func=f, name=name)
+    if isinstance(func, str):
+        raise TypeError("use @step(name=...) to rename a step")
+    return FunctionStep(func=func, name=name)
+
+
+def approval_step(
+    *,
+    role: str | None = None,
+    reason: str = "",
+    assignee: str | None = None,
+    expires_in: timedelta | None = None,
+    on_reject: Outcome = "fail",
+    on_changes_requested: Outcome = "fail",
+    name: str | None = None,
+) -> ApprovalStep:
+    """Park the run until a person with ``role`` approves, rejects or requests changes.
+
+    ``on_reject="continue"`` (or ``on_changes_requested="continue"``) lets later steps handle the decision
+    (it is in ``state[name]["decision"]``); the default ends the run as failed with reason ``rejected`` /
+    ``changes_requested``.
+    """
+    return ApprovalStep(role=role, reason=reason, assignee=assignee, expires_in=expires_in,
+                        on_reject=on_reject, on_changes_requested=on_changes_requested, name=name)
+
+
+def parallel(*steps: StepSpec, **named_steps: StepSpec) -> ParallelGroup:
+    """Run the given steps in parallel: ``checks = parallel(policy=tool_step(...), site=tool_step(...))``."""
+    members = list(steps) + [s.named(n) if isinstance(s, StepSpec) else s for n, s in named_steps.items()]
+    return ParallelGroup(steps=tuple(members))

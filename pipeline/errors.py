@@ -1,0 +1,168 @@
+"""The whole Rubot exception tree.
+
+Two branches, so callers can tell whose fault a problem is:
+
+* :class:`DefinitionError` — developer misuse found while classes are created or an API is called wrongly
+  (a malformed workflow, waiting inside a worker task). Fix the code.
+* :class:`RunError` — something went wrong while a run was executing (bad input, a schema violation, a tool
+  failure, a decision on an approval that is already decided). The run records it with a ``reason`` so the
+  event trail explains the failure.
+
+Every error carries a stable ``reason`` string (what ends up in ``run.error["reason"]``) and optional
+``details`` (e.g. marshmallow field errors). They are plain ``Exception`` subclasses whose constructor
+arguments survive pickling-free round trips through ``args``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RubotError(Exception):
+    """Base of every error Rubot raises on purpose."""
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, details: Any = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if reason is not None:
+            self.reason = reason
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form stored on a failed run."""
+        data: dict[str, Any] = {"reason": self.reason, "type": type(self).__name__, "message": self.message}
+        if self.details is not None:
+            data["details"] = self.details
+        return data
+
+
+# --- developer misuse -------------------------------------------------------------------------------------
+
+
+class DefinitionError(RubotError):
+    """A Tool, Agent, Workflow or Operation class is malformed; raised at import time."""
+
+    reason = "definition_error"
+
+
+class ConfigurationError(DefinitionError):
+    """Settings are missing or contradictory (unknown database URL scheme, workflow module not importable)."""
+
+    reason = "configuration_error"
+
+
+class WaitInsideTaskError(DefinitionError):
+    """``pipeline.run``/``pipeline.wait`` was called inside a worker task, where waiting would deadlock."""
+
+    reason = "wait_inside_task"
+
+
+class UnknownWorkflowError(DefinitionError):
+    """No workflow is registered under the requested name."""
+
+    reason = "unknown_workflow"
+
+
+class DatabaseNotMigratedError(ConfigurationError):
+    """The database has no Rubot tables or an older schema; run ``rubot migrate``."""
+
+    reason = "database_not_migrated"
+
+
+# --- runtime failures ---------------------------------------------------------------------------------------
+
+
+class RunError(RubotError):
+    """A failure while a run executes; recorded on the run as ``run.error``."""
+
+    reason = "run_error"
+
+
+class ValidationError(RunError):
+    """Data did not match a marshmallow schema. ``details`` holds the field errors."""
+
+    reason = "validation_error"
+
+
+class InvalidRunInput(ValidationError):
+    """The run's input did not match the workflow's ``input_schema``; no step ran."""
+
+    reason = "invalid_input"
+
+
+class InvalidToolInput(ValidationError):
+    reason = "invalid_tool_input"
+
+
+class InvalidToolOutput(ValidationError):
+    reason = "invalid_tool_output"
+
+
+class InvalidAgentInput(ValidationError):
+    reason = "invalid_agent_input"
+
+
+class InvalidAgentOutput(ValidationError):
+    reason = "invalid_agent_output"
+
+
+class StepInputError(RunError):
+    """A step's ``input=`` callable raised, so the step body never started."""
+
+    reason = "step_input_error"
+
+
+class StepFailed(RunError):
+    """A step body raised an exception that is not a Rubot error."""
+
+    reason = "step_failed"
+
+
+class ToolError(RunError):
+    """Raised by a tool to report a failure the workflow (or the model) should see."""
+
+    reason = "tool_error"
+
+
+class ModelError(RunError):
+    """The model provider could not produce an answer."""
+
+    reason = "model_error"
+
+
+class NotSerializable(RunError):
+    """A value meant for the database (input, state, a step result) is not JSON-serializable."""
+
+    reason = "not_serializable"
+
+
+class RunNotFound(RunError):
+    reason = "run_not_found"
+
+
+class InvalidRunState(RunError):
+    """The requested transition is not possible from the run's current status."""
+
+    reason = "invalid_state"
+
+
+class ApprovalError(RunError):
+    reason = "approval_error"
+
+
+class NoPendingApproval(ApprovalError):
+    reason = "no_pending_approval"
+
+
+class ApprovalAlreadyDecided(ApprovalError):
+    """The approval was decided before; a decision is recorded once."""
+
+    reason = "approval_already_decided"
+
+
+class WaitTimeout(RunError):
+    """``pipeline.wait`` gave up before the run reached a resting status."""
+
+    reason = "wait_timeout"

@@ -1,0 +1,1 @@
+"""Alembic migrations for the Rubot tables (run with ``rubot migrate``)."""

@@ -1,0 +1,31 @@
+"""Alembic environment: runs against the connection handed over by ``pipeline.store.migrate``."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from pipeline.store.tables import Base
+
+VERSION_TABLE = "rubot_alembic_version"
+config = context.config
+
+
+def run() -> None:
+    connection = config.attributes.get("connection")
+    if connection is None:
+        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        with engine.begin() as connection:
+            _migrate(connection)
+        return
+    _migrate(connection)
+
+
+def _migrate(connection) -> None:  # type: ignore[no-untyped-def]
+    context.configure(connection=connection, target_metadata=Base.metadata, version_table=VERSION_TABLE,
+                      render_as_batch=connection.dialect.name == "sqlite")
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run()

@@ -1,0 +1,72 @@
+"""Provider-neutral request and response shapes for one model turn.
+
+An agent step is a loop of turns; each turn sends a :class:`ModelRequest` and gets a :class:`ModelResponse`.
+Both are plain data that serialize to JSON, so a turn's response can be recorded in the effects ledger before
+any tool it asks for runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+FINAL_ANSWER_TOOL = "final_answer"
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    model: str
+    system: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    max_tokens: int
+    # The agent class answering; offline and scripted models use it, network providers ignore it.
+    agent: Any = None
+
+
+@dataclass(frozen=True)
+class ModelResponse:
+    model: str
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    stop_reason: str = "end_turn"
+    usage: Usage = field(default_factory=Usage)
+    provider: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelResponse:
+        return cls(
+            model=data["model"], text=data.get("text", ""), stop_reason=data.get("stop_reason", "end_turn"),
+            tool_calls=[ToolCall(**c) for c in data.get("tool_calls", [])],
+            usage=Usage(**data.get("usage", {})), provider=data.get("provider", ""),
+        )
+
+
+class ModelProvider(Protocol):
+    """Answers one model turn. Implementations: ``offline``, later ``anthropic`` and test doubles."""
+
+    name: str
+
+    def create_message(self, request: ModelRequest) -> ModelResponse: ...

@@ -1,0 +1,32 @@
+"""The deterministic offline model: answers with the agent's own ``offline()`` rule, says it is offline.
+
+Used when no model API key is configured, so ``rubot demo`` runs on a machine with no network. It never
+pretends to be a language model: every response is marked ``provider="offline"`` and the run's events say so.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.errors import ModelError
+from pipeline.models.base import FINAL_ANSWER_TOOL, ModelRequest, ModelResponse, ToolCall
+
+
+class OfflineModel:
+    name = "offline"
+
+    def create_message(self, request: ModelRequest) -> ModelResponse:
+        agent = request.agent
+        if agent is None or not agent.has_offline_answer():
+            raise ModelError(
+                f"agent {getattr(agent, 'name', '?')!r} has no offline answer and no model is configured; "
+                "set ANTHROPIC_API_KEY to use a real model"
+            )
+        # The first user message carries the agent's validated input as JSON (see pipeline.agent_loop).
+        content = request.messages[0]["content"] if request.messages else "{}"
+        answer = agent().offline(json.loads(content) if isinstance(content, str) else {})
+        return ModelResponse(
+            model="offline", provider=self.name, stop_reason="tool_use",
+            text="Offline model: deterministic rule-based answer (no ANTHROPIC_API_KEY configured).",
+            tool_calls=[ToolCall(id="offline-1", name=FINAL_ANSWER_TOOL, input=answer)],
+        )

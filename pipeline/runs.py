@@ -1,0 +1,206 @@
+"""``Run``: a read snapshot of one run from SQL, with the decisions a caller can make on it.
+
+A ``Run`` never holds a database session; every property reflects the moment it was loaded, and
+``refresh()`` reloads. The event trail, approvals and ledger are loaded on first access.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pipeline.store import queries
+from pipeline.store.tables import CANCELLED, COMPLETED, FAILED, TERMINAL, WAITING, ApprovalRow, RunRow
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    step: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: str
+    step: str
+    role: str
+    reason: str
+    assignee: str | None
+    status: str
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str | None
+    decision_payload: Any
+    expires_at: datetime | None
+    created_at: datetime
+
+    @property
+    def decision(self) -> str | None:
+        return None if self.status == "pending" else self.status
+
+    @classmethod
+    def from_row(cls, row: ApprovalRow) -> Approval:
+        return cls(id=row.id, step=row.step, role=row.role, reason=row.reason, assignee=row.assignee,
+                   status=row.status, decided_by=row.decided_by, decided_at=row.decided_at, comment=row.comment,
+                   decision_payload=row.decision_payload, expires_at=row.expires_at, created_at=row.created_at)
+
+
+@dataclass(frozen=True)
+class Effect:
+    op_key: str
+    kind: str
+    result: Any
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+
+class Run:
+    """One workflow run. Statuses: queued, running, waiting_for_approval, completed, failed, cancelled."""
+
+    def __init__(self, runtime: Runtime, row: RunRow) -> None:
+        self._runtime = runtime
+        self._load(row)
+
+    def _load(self, row: RunRow) -> None:
+        self.id: str = row.id
+        self.workflow: str = row.workflow
+        self.status: str = row.status
+        self.input: Any = row.input
+        self.context: Any = row.context
+        self.subject: Any = row.subject
+        self.state: dict[str, Any] = dict(row.state or {})
+        self.output: Any = row.output
+        self.error: dict[str, Any] | None = row.error
+        self.tokens = Usage(row.input_tokens, row.output_tokens, row.cache_write_tokens, row.cache_read_tokens)
+        self.cost_micros: int = row.cost_micros
+        self.created_at, self.started_at, self.finished_at = row.created_at, row.started_at, row.finished_at
+        self._events: list[Event] | None = None
+        self._approvals: list[Approval] | None = None
+        self._effects: list[Effect] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.workflow} {self.status}>"
+
+    # --- status ------------------------------------------------------------------------------------------
+
+    @property
+    def waiting_for_approval(self) -> bool:
+        return self.status == WAITING
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == CANCELLED
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def cost_usd(self) -> float:
+        """Cost in US dollars (stored exactly as integer micro-dollars in ``cost_micros``)."""
+        return self.cost_micros / 1_000_000
+
+    # --- lazily loaded trail -------------------------------------------------------------------------------
+
+    @property
+    def events(self) -> list[Event]:
+        if self._events is None:
+            with self._runtime.db.transaction() as s:
+                self._events = [Event(e.id, e.type, e.step, e.data or {}, e.created_at)
+                                for e in queries.events(s, self.id)]
+        return self._events
+
+    @property
+    def approvals(self) -> list[Approval]:
+        if self._approvals is None:
+            with self._runtime.db.transaction() as s:
+                self._approvals = [Approval.from_row(a) for a in queries.approvals(s, self.id)]
+        return self._approvals
+
+    @property
+    def pending_approval(self) -> Approval | None:
+        return next((a for a in self.approvals if a.status == "pending"), None)
+
+    @property
+    def effects(self) -> list[Effect]:
+        if self._effects is None:
+            with self._runtime.db.transaction() as s:
+                self._effects = [Effect(e.op_key, e.kind, e.result, e.created_at) for e in queries.effects(s, self.id)]
+        return self._effects
+
+    # --- actions -------------------------------------------------------------------------------------------
+
+    def refresh(self) -> Run:
+        with self._runtime.db.transaction() as s:
+            self._load(queries.get_run(s, self.id))
+        return self
+
+    def approve(self, approved_by: str, payload: Any = None, *, comment: str | None = None,
+                approval_id: str | None = None) -> Approval:
+        """Approve the pending approval; the run is re-enqueued from SQL."""
+        return self._decide("approved", approved_by, payload, comment, approval_id)
+
+    def reject(self, rejected_by: str, payload: Any = None, *, comment: str | None = None,
+               approval_id: str | None = None) -> Approval:
+        """Reject the pending approval; the run fails with reason ``rejected`` unless the step continues."""
+        return self._decide("rejected", rejected_by, payload, comment, approval_id)
+
+    def request_changes(self, requested_by: str, payload: Any = None, *, comment: str | None = None,
+                        approval_id: str | None = None) -> Approval:
+        """Send the approval back with requested changes (reason ``changes_requested`` by default)."""
+        return self._decide("changes_requested", requested_by, payload, comment, approval_id)
+
+    def _decide(self, decision: str, by: str, payload: Any, comment: str | None, approval_id: str | None) -> Approval:
+        from pipeline import approvals
+
+        approval = approvals.decide(self._runtime, self.id, decision, by=by, payload=payload, comment=comment,
+                                    approval_id=approval_id)
+        self.refresh()
+        return approval
+
+    def cancel(self, *, by: str | None = None, reason: str | None = None) -> Run:
+        """Cancel the run: no step starts after this returns."""
+        from pipeline import control
+
+        control.cancel(self._runtime, self.id, by=by, reason=reason)
+        return self.refresh()
+
+
+class RunView:
+    """What a ``@step`` method sees as ``self.run``: the run's data with a writable ``state``."""
+
+    def __init__(self, *, id: str, workflow: str, input: Any, context: Any, subject: Any,
+                 state: dict[str, Any], approvals: list[Approval]) -> None:
+        self.id = id
+        self.workflow = workflow
+        self.input = input
+        self.context = context if context is not None else {}
+        self.subject = subject
+        self.state = state
+        self.approvals = approvals

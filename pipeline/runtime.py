@@ -1,0 +1,74 @@
+"""The runtime: settings, database, Celery app and model provider of one deployment, passed around explicitly.
+
+Celery tasks find it through their app (:func:`of_app`). The public helpers (``pipeline.run`` and friends)
+use :func:`current`, which a process sets with :func:`install`; when nothing is installed, the first call
+imports the module named by ``RUBOT_CELERY_APP`` (default ``tasks.app``), which builds and installs the
+runtime from the environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from typing import Any
+
+from celery import Celery
+
+from pipeline.errors import ConfigurationError
+from pipeline.models.base import ModelProvider
+from pipeline.settings import Settings
+from pipeline.store.db import Database
+
+_current: Runtime | None = None
+_lock = threading.Lock()
+
+
+class Runtime:
+    def __init__(self, settings: Settings, app: Celery, *, model: ModelProvider | None = None) -> None:
+        self.settings = settings
+        self.app = app
+        self.db = Database(settings.database_url)
+        self.model: ModelProvider = model or _model_provider(settings)
+        app.rubot_runtime = self  # type: ignore[attr-defined]
+
+    def send(self, task: str, *args: Any, **options: Any) -> None:
+        """Send a task by its stable name (ids only in ``args``)."""
+        self.app.send_task(task, args=args, queue=self.settings.queue, **options)
+
+
+def _model_provider(settings: Settings) -> ModelProvider:
+    if settings.model_provider == "offline":
+        from pipeline.models.offline import OfflineModel
+
+        return OfflineModel()
+    raise ConfigurationError(
+        f"unknown model provider {settings.model_provider!r} (RUBOT_MODEL_PROVIDER); available: offline"
+    )
+
+
+def of_app(app: Celery) -> Runtime:
+    runtime = getattr(app, "rubot_runtime", None)
+    if runtime is None:
+        raise ConfigurationError(f"Celery app {app.main!r} has no Rubot runtime; build it with tasks.make_app()")
+    return runtime
+
+
+def install(runtime: Runtime | None) -> Runtime | None:
+    """Make ``runtime`` the one the public API uses in this process; returns the previous one."""
+    global _current
+    with _lock:
+        previous, _current = _current, runtime
+    return previous
+
+
+def current() -> Runtime:
+    if _current is None:
+        module = os.environ.get("RUBOT_CELERY_APP", "tasks.app")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import the Rubot Celery app module {module!r}: {exc}") from exc
+        if _current is None:
+            raise ConfigurationError(f"importing {module!r} did not install a Rubot runtime")
+    return _current

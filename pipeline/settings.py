@@ -1,0 +1,37 @@
+"""Rubot's settings as one immutable object, passed to what needs it (no hidden globals).
+
+Reading the environment is ``config.settings.load()``'s job; this module only defines the shape and
+the derived values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    broker_url: str
+    result_backend: str
+    home: Path = Path(".rubot")
+    workflow_modules: tuple[str, ...] = ("agents.conference_travel",)
+    queue: str = "rubot"
+    model_provider: str = "offline"
+    default_model: str = "claude-sonnet-4-5"
+    anthropic_api_key: str | None = field(default=None, repr=False)
+    anthropic_base_url: str | None = None
+    result_expires: int = 3600
+    visibility_timeout: int = 3600
+    broker_polling_interval: float = 0.05
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True for the no-server default: SQLite plus the filesystem broker."""
+        return self.broker_url.startswith("filesystem:")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.home / "broker"

@@ -1,0 +1,102 @@
+"""The reads and writes the runtime does, each taking the session of the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipeline.errors import RunNotFound
+from pipeline.redact import redact
+from pipeline.store.tables import ACTIVE, FAILED, PENDING, ApprovalRow, EffectRow, EventRow, RunRow, utcnow
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def lock_run(session: Session, run_id: str) -> RunRow:
+    """Load the run row for update: Postgres locks it (``FOR UPDATE``); SQLite already holds the write lock."""
+    row = session.execute(select(RunRow).where(RunRow.id == run_id).with_for_update()).scalar_one_or_none()
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    return row
+
+
+def get_run(session: Session, run_id: str) -> RunRow:
+    row = session.get(RunRow, run_id)
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    return row
+
+
+def add_event(session: Session, run_id: str, type: str, step: str | None = None, **data: Any) -> None:
+    session.add(EventRow(run_id=run_id, type=type, step=step, data=redact(data) if data else None,
+                         created_at=utcnow()))
+
+
+def get_effect(session: Session, run_id: str, op_key: str) -> EffectRow | None:
+    return session.execute(
+        select(EffectRow).where(EffectRow.run_id == run_id, EffectRow.op_key == op_key)
+    ).scalar_one_or_none()
+
+
+def add_effect(session: Session, run_id: str, op_key: str, kind: str, result: Any, task_id: str | None) -> None:
+    """Insert a ledger row; a concurrent duplicate fails the flush on the unique ``(run_id, op_key)``."""
+    session.add(EffectRow(run_id=run_id, op_key=op_key, kind=kind, result=result, task_id=task_id,
+                          created_at=utcnow()))
+    session.flush()
+
+
+def completed_ops(session: Session, run_id: str) -> set[str]:
+    return set(session.execute(select(EffectRow.op_key).where(EffectRow.run_id == run_id)).scalars())
+
+
+def fail_run(session: Session, run: RunRow, error: dict[str, Any], *, step: str | None = None) -> bool:
+    """Move an active run to ``failed`` with ``error``; returns False if it was already final."""
+    if run.status not in ACTIVE:
+        return False
+    run.status = FAILED
+    run.error = redact(error)
+    run.finished_at = utcnow()
+    add_event(session, run.id, "run.failed", step, **run.error)
+    return True
+
+
+def pending_approval(session: Session, run_id: str, approval_id: str | None = None) -> ApprovalRow | None:
+    query = select(ApprovalRow).where(ApprovalRow.run_id == run_id, ApprovalRow.status == PENDING)
+    if approval_id is not None:
+        query = query.where(ApprovalRow.id == approval_id)
+    return session.execute(query.order_by(ApprovalRow.created_at)).scalars().first()
+
+
+def approval_for_step(session: Session, run_id: str, step: str) -> ApprovalRow | None:
+    return session.execute(
+        select(ApprovalRow).where(ApprovalRow.run_id == run_id, ApprovalRow.step == step)
+    ).scalar_one_or_none()
+
+
+def events(session: Session, run_id: str) -> list[EventRow]:
+    return list(session.execute(select(EventRow).where(EventRow.run_id == run_id).order_by(EventRow.id)).scalars())
+
+
+def approvals(session: Session, run_id: str) -> list[ApprovalRow]:
+    return list(session.execute(
+        select(ApprovalRow).where(ApprovalRow.run_id == run_id).order_by(ApprovalRow.created_at, ApprovalRow.id)
+    ).scalars())
+
+
+def effects(session: Session, run_id: str) -> list[EffectRow]:
+    return list(session.execute(select(EffectRow).where(EffectRow.run_id == run_id).order_by(EffectRow.id)).scalars())
+
+
+def list_runs(session: Session, *, statuses: list[str] | None = None, workflow: str | None = None,
+              limit: int = 50) -> list[RunRow]:
+    query = select(RunRow)
+    if statuses:
+        query = query.where(RunRow.status.in_(statuses))
+    if workflow:
+        query = query.where(RunRow.workflow == workflow)
+    return list(session.execute(query.order_by(RunRow.created_at.desc()).limit(limit)).scalars())

@@ -1,0 +1,118 @@
+"""All Rubot tables in one place (SQLAlchemy 2 declarative). Migrations live in ``pipeline/migrations``.
+
+Tables are prefixed ``rubot_`` so they can share a database with the host application.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Statuses a run can be in. "Active" ones may still change; the rest are final.
+QUEUED, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED = (
+    "queued", "running", "waiting_for_approval", "completed", "failed", "cancelled",
+)
+RUN_STATUSES = (QUEUED, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED)
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+ACTIVE = (QUEUED, RUNNING, WAITING)
+
+PENDING, APPROVED, REJECTED, CHANGES_REQUESTED = "pending", "approved", "rejected", "changes_requested"
+APPROVAL_STATUSES = (PENDING, APPROVED, REJECTED, CHANGES_REQUESTED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class RunRow(Base):
+    __tablename__ = "rubot_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32), default=QUEUED)
+    input: Mapped[Any] = mapped_column(JSON, nullable=True)
+    context: Mapped[Any] = mapped_column(JSON, nullable=True)
+    subject: Mapped[Any] = mapped_column(JSON, nullable=True)
+    state: Mapped[Any] = mapped_column(JSON, default=dict)
+    output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    error: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # Bumped every time a segment of the canvas is dispatched; a resume message carries the value it expects,
+    # so a duplicated resume message cannot dispatch the same steps twice.
+    dispatch_seq: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        Index("ix_rubot_runs_status_created", "status", "created_at"),
+        Index("ix_rubot_runs_active", "workflow", "status",
+              postgresql_where=(status.in_(ACTIVE)), sqlite_where=(status.in_(ACTIVE))),
+    )
+
+
+class EventRow(Base):
+    """Append-only trail: never updated, never deleted by Rubot."""
+
+    __tablename__ = "rubot_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("rubot_runs.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    step: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    data: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApprovalRow(Base):
+    __tablename__ = "rubot_approvals"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("rubot_runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    assignee: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), default=PENDING)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decision_payload: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "step", name="uq_rubot_approvals_run_step"),
+        Index("ix_rubot_approvals_pending", "status",
+              postgresql_where=(status == PENDING), sqlite_where=(status == PENDING)),
+    )
+
+
+class EffectRow(Base):
+    """The effects ledger: one row per completed operation. ``(run_id, op_key)`` is the exactly-once guard."""
+
+    __tablename__ = "rubot_effects"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("rubot_runs.id", ondelete="CASCADE"))
+    op_key: Mapped[str] = mapped_column(String(500))
+    kind: Mapped[str] = mapped_column(String(32))
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("run_id", "op_key", name="uq_rubot_effects_run_op"),)

@@ -1,0 +1,103 @@
+"""``Tool``: a typed, authorized unit of work that a workflow step or a model can call."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from marshmallow import Schema
+
+from pipeline import registry, schemas
+from pipeline.errors import DefinitionError, InvalidToolInput, InvalidToolOutput
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool knows about the call it serves. Ids only: never the transcript."""
+
+    run_id: str
+    op_key: str
+    user: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across retries and redelivery of the same call: pass it to downstream APIs."""
+        return hashlib.sha256(f"{self.run_id}:{self.op_key}".encode()).hexdigest()[:32]
+
+
+class Tool:
+    """Subclass, declare ``description``, ``input_schema`` and ``output_schema``, and implement ``call``.
+
+    ``call`` receives the validated input as keyword arguments and returns something matching
+    ``output_schema``. Set ``side_effects = True`` for tools that change the world (payments, e-mails).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    input_schema: ClassVar[Any] = None
+    output_schema: ClassVar[Any] = None
+    side_effects: ClassVar[bool] = False
+
+    _input: ClassVar[type[Schema] | None]
+    _output: ClassVar[type[Schema] | None]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        owner = cls.__name__
+        if "name" not in cls.__dict__:
+            cls.name = snake_case(owner)
+        if not isinstance(cls.name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", cls.name):
+            raise DefinitionError(f"{owner}.name must be 1-64 letters, digits, '_' or '-', got {cls.name!r}")
+        if not isinstance(cls.description, str):
+            raise DefinitionError(f"{owner}.description must be a string")
+        if cls.call is Tool.call:
+            raise DefinitionError(f"{owner} must implement call(self, **input)")
+        cls._input = schemas.make_schema(cls.input_schema, owner=owner, attribute="input_schema")
+        cls._output = schemas.make_schema(cls.output_schema, owner=owner, attribute="output_schema")
+        registry.tools.add(cls.name, cls)
+
+    def __init__(self, context: ToolContext | None = None) -> None:
+        self.context = context
+
+    def call(self, **input: Any) -> Any:
+        raise NotImplementedError
+
+    def permitted_for(self, user: Any) -> bool:
+        """Whether ``user`` may call this tool. Override to restrict; the default allows everyone."""
+        return True
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return schemas.json_schema(cls._input)
+
+    @classmethod
+    def validate_input(cls, data: Any) -> Any:
+        return schemas.load(cls._input, data, error=InvalidToolInput, what=f"input of tool {cls.name!r}")
+
+    def invoke(self, data: Any) -> Any:
+        """Validate ``data``, call the tool and return its validated output in JSON form."""
+        loaded = self.validate_input(data)
+        result = self.call(**loaded) if isinstance(loaded, dict) else self.call(input=loaded)
+        return schemas.validate_output(
+            type(self)._output, result, error=InvalidToolOutput, what=f"output of tool {self.name!r}"
+        )
+
+
+def resolve(ref: Any, *, where: str) -> type[Tool]:
+    """A Tool class from a class or a registered tool name; anything else is a definition error."""
+    if isinstance(ref, str):
+        cls = registry.tools.get(ref)
+        if cls is None:
+            known = ", ".join(registry.tools.names()) or "none"
+            raise DefinitionError(f"{where}: unknown tool {ref!r} (known tools: {known})")
+        return cls
+    if isinstance(ref, type) and issubclass(ref, Tool) and ref is not Tool:
+        return ref
+    raise DefinitionError(f"{where}: expected a Tool subclass or a tool name, got {ref!r}")

@@ -1,0 +1,213 @@
+"""``Workflow``: an ordered plan of steps, checked when the class is created.
+
+The metaclass collects the step descriptions of :mod:`pipeline.dsl` from the class body in order, resolves
+tool and agent references, and rejects malformed definitions (unknown tools, duplicate names, an approval
+step without a role, an ``input=`` callable of the wrong arity) with a :class:`DefinitionError` at import
+time, long before a run could fail halfway.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from marshmallow import Schema
+
+from pipeline import registry, schemas
+from pipeline.agent import Agent
+from pipeline.dsl import (
+    AgentStep,
+    ApprovalStep,
+    FunctionStep,
+    ParallelGroup,
+    StepSpec,
+    ToolStep,
+)
+from pipeline.errors import DefinitionError, InvalidRunInput
+from pipeline.tool import resolve as resolve_tool
+
+Unit = StepSpec | ParallelGroup
+_OUTCOMES = ("fail", "continue")
+
+
+class _Namespace(dict):
+    """Class-body namespace that remembers step names assigned twice (a plain dict silently keeps one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.duplicates: list[str] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if isinstance(value, StepSpec | ParallelGroup) and isinstance(self.get(key), StepSpec | ParallelGroup):
+            self.duplicates.append(key)
+        super().__setitem__(key, value)
+
+
+class WorkflowMeta(type):
+    @classmethod
+    def __prepare__(mcs, name: str, bases: tuple[type, ...], **kwargs: Any) -> _Namespace:  # noqa: N804
+        return _Namespace()
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: _Namespace, **kwargs: Any):  # noqa: N804
+        cls = super().__new__(mcs, name, bases, dict(namespace), **kwargs)
+        if namespace.get("__abstract__", False):
+            return cls
+        if namespace.duplicates:
+            raise DefinitionError(f"{name}: step {namespace.duplicates[0]!r} is defined twice")
+        cls._plan = _build_plan(cls, namespace)
+        cls._steps = {s.name: s for s in _flatten(cls._plan)}
+        cls._input = schemas.make_schema(cls.input_schema, owner=name, attribute="input_schema")
+        if "name" not in namespace:
+            cls.name = name
+        if cls.output is not None and cls.output not in cls._steps:
+            raise DefinitionError(f"{name}.output names {cls.output!r}, which is not a step")
+        registry.workflows.add(cls.name, cls)
+        return cls
+
+
+def _flatten(plan: list[Unit]) -> list[StepSpec]:
+    steps: list[StepSpec] = []
+    for unit in plan:
+        steps.extend(unit.steps if isinstance(unit, ParallelGroup) else [unit])
+    return steps
+
+
+def _build_plan(cls: type, namespace: dict[str, Any]) -> list[Unit]:
+    inherited: list[Unit] = []
+    for base in reversed(cls.__mro__[1:]):
+        for unit in getattr(base, "_plan", None) or []:
+            inherited = [u for u in inherited if u.name != unit.name] + [unit]
+    own = [v for v in namespace.values() if isinstance(v, StepSpec | ParallelGroup)]
+    overridden = {u.name for u in own}
+    plan = [u if u.name not in overridden else next(o for o in own if o.name == u.name) for u in inherited]
+    plan += [u for u in own if u.name not in {p.name for p in inherited}]
+    if not plan:
+        raise DefinitionError(f"{cls.__name__} declares no steps")
+    seen: set[str] = set()
+    checked = []
+    for unit in plan:
+        checked.append(_check_unit(cls.__name__, unit, seen))
+    return checked
+
+
+def _check_unit(owner: str, unit: Unit, seen: set[str]) -> Unit:
+    if isinstance(unit, ParallelGroup):
+        where = f"{owner}.{unit.name}"
+        if len(unit.steps) < 2:
+            raise DefinitionError(f"{where}: parallel() needs at least two steps")
+        members = []
+        for member in unit.steps:
+            if not isinstance(member, StepSpec):
+                raise DefinitionError(f"{where}: parallel() takes steps, got {member!r}")
+            if isinstance(member, ApprovalStep):
+                raise DefinitionError(f"{where}: an approval step cannot run in parallel with other steps")
+            members.append(_check_step(owner, member, seen))
+        _claim(owner, unit.name, seen)
+        return ParallelGroup(steps=tuple(members), name=unit.name)
+    return _check_step(owner, unit, seen)
+
+
+def _claim(owner: str, name: str | None, seen: set[str]) -> None:
+    if not name or not name.isidentifier():
+        raise DefinitionError(f"{owner}: step name {name!r} must be a Python identifier")
+    if name in seen:
+        raise DefinitionError(f"{owner}: step name {name!r} is used twice")
+    seen.add(name)
+
+
+def _check_step(owner: str, spec: StepSpec, seen: set[str]) -> StepSpec:
+    from dataclasses import replace
+
+    _claim(owner, spec.name, seen)
+    where = f"{owner}.{spec.name}"
+    if isinstance(spec, ToolStep):
+        _check_input_fn(where, spec.input)
+        return replace(spec, tool=resolve_tool(spec.tool, where=f"{where}: tool_step"))
+    if isinstance(spec, AgentStep):
+        _check_input_fn(where, spec.input)
+        agent = spec.agent
+        if isinstance(agent, str):
+            agent = registry.agents.get(agent) or agent
+        if not (isinstance(agent, type) and issubclass(agent, Agent) and agent is not Agent):
+            raise DefinitionError(f"{where}: agent_step expects an Agent subclass or agent name, got {agent!r}")
+        return replace(spec, agent=agent)
+    if isinstance(spec, FunctionStep):
+        if not callable(spec.func) or not _accepts(spec.func, 1):
+            raise DefinitionError(f"{where}: a @step must be a method taking only self")
+        return spec
+    if isinstance(spec, ApprovalStep):
+        if not isinstance(spec.role, str) or not spec.role.strip():
+            raise DefinitionError(f"{where}: approval_step needs a role, e.g. approval_step(role=\"manager\")")
+        for attr in ("on_reject", "on_changes_requested"):
+            if getattr(spec, attr) not in _OUTCOMES:
+                raise DefinitionError(f"{where}: {attr} must be one of {_OUTCOMES}")
+        if spec.expires_in is not None and spec.expires_in.total_seconds() <= 0:
+            raise DefinitionError(f"{where}: expires_in must be positive")
+        return spec
+    raise DefinitionError(f"{where}: unsupported step {spec!r}")
+
+
+def _check_input_fn(where: str, fn: Callable[..., Any] | None) -> None:
+    if fn is None:
+        return
+    if not callable(fn):
+        raise DefinitionError(f"{where}: input= must be callable, got {fn!r}")
+    if not _accepts(fn, 3):
+        raise DefinitionError(
+            f"{where}: input= must accept three arguments (input, state, context); "
+            f"got {getattr(fn, '__name__', fn)}{_signature(fn)}"
+        )
+
+
+def _accepts(fn: Callable[..., Any], count: int) -> bool:
+    try:
+        inspect.signature(fn).bind(*range(count))
+    except TypeError:
+        return False
+    except ValueError:  # builtins without a signature: let them be
+        return True
+    return True
+
+
+def _signature(fn: Callable[..., Any]) -> str:
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return "(?)"
+
+
+class Workflow(metaclass=WorkflowMeta):
+    """Declare steps as class attributes; they run in class-body order.
+
+    ``input_schema`` (optional) validates the run's input before any step runs. ``output`` names the step
+    whose state entry becomes ``run.output`` (default: the last step).
+    """
+
+    __abstract__ = True
+    name: ClassVar[str] = "Workflow"
+    input_schema: ClassVar[Any] = None
+    output: ClassVar[str | None] = None
+
+    _plan: ClassVar[list[Unit]]
+    _steps: ClassVar[dict[str, StepSpec]]
+    _input: ClassVar[type[Schema] | None] = None
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    @classmethod
+    def steps(cls) -> list[StepSpec]:
+        return list(cls._steps.values())
+
+    @classmethod
+    def output_step(cls) -> str:
+        return cls.output or _flatten(cls._plan)[-1].name  # type: ignore[return-value]
+
+    @classmethod
+    def validate_input(cls, data: Any) -> Any:
+        if cls._input is None:
+            return schemas.to_json(data if data is not None else {}, what="run input")
+        schema = cls._input
+        schemas.load(schema, data, error=InvalidRunInput, what=f"input of workflow {cls.name!r}")
+        return schemas.to_json(data, what="run input")
