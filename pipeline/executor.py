@@ -47,6 +47,9 @@ def workflow_of(runtime: Runtime, name: str) -> type:
 def execute_step(runtime: Runtime, run_id: str, step_name: str, *, task_id: str | None = None) -> Outcome:
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
+        if queries.get_effect(s, run_id, step_name) is not None:
+            queries.add_event(s, run_id, "step.duplicate_ignored", step_name, task_id=task_id)
+            return Outcome.CONTINUE if run.status == RUNNING else Outcome.HALT
         if run.status not in (QUEUED, RUNNING):
             queries.add_event(s, run_id, "step.skipped", step_name, status=run.status, task_id=task_id)
             return Outcome.HALT
@@ -56,9 +59,6 @@ def execute_step(runtime: Runtime, run_id: str, step_name: str, *, task_id: str 
             queries.fail_run(s, run, {"reason": "unknown_step", "message": f"{run.workflow} has no step "
                                       f"{step_name!r} (was the workflow changed while the run was active?)"})
             return Outcome.HALT
-        if queries.get_effect(s, run_id, step_name) is not None:
-            queries.add_event(s, run_id, "step.duplicate_ignored", step_name, task_id=task_id)
-            return Outcome.CONTINUE
         if isinstance(spec, ApprovalStep):
             return approvals.park(s, run, spec)
         if run.status == QUEUED:

@@ -19,7 +19,7 @@ RETRY = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": T
 def register(app: Celery, runtime: Runtime) -> None:
     """Register the ``rubot.*`` tasks on ``app``; they use ``runtime`` (never a thread-local current app)."""
 
-    @app.task(name=compiler.STEP_TASK, bind=True, ignore_result=True, **RETRY)
+    @app.task(name=compiler.STEP_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
     def step(self: Any, run_id: str, step_name: str) -> str:
         outcome = executor.execute_step(runtime, run_id, step_name, task_id=self.request.id)
         if outcome is not executor.Outcome.CONTINUE:
@@ -27,20 +27,20 @@ def register(app: Celery, runtime: Runtime) -> None:
         # Chord members return their own id so the join can forget their result keys.
         return self.request.id
 
-    @app.task(name=compiler.JOIN_TASK, bind=True, ignore_result=True, **RETRY)
+    @app.task(name=compiler.JOIN_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
     def join(self: Any, results: list[Any], run_id: str, group_name: str) -> None:
         if not dispatch.join(runtime, results, run_id, group_name):
             self.request.chain = None
 
-    @app.task(name=compiler.FINISH_TASK, ignore_result=True, **RETRY)
+    @app.task(name=compiler.FINISH_TASK, shared=False, ignore_result=True, **RETRY)
     def finish(run_id: str) -> None:
         dispatch.finish(runtime, run_id)
 
-    @app.task(name=compiler.RESUME_TASK, ignore_result=True, **RETRY)
+    @app.task(name=compiler.RESUME_TASK, shared=False, ignore_result=True, **RETRY)
     def resume(run_id: str, expected_seq: int | None = None) -> None:
         dispatch.resume(runtime, run_id, expected_seq)
 
-    @app.task(name=compiler.LAUNCH_TASK, ignore_result=True, **RETRY)
+    @app.task(name=compiler.LAUNCH_TASK, shared=False, ignore_result=True, **RETRY)
     def launch(workflow: str, input: Any = None, subject: Any = None, context: Any = None,
                run_id: str | None = None) -> str:
         """Entry point for host apps: ``send_task("rubot.launch", args=[name, input], kwargs={...})``."""

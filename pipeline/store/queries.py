@@ -32,7 +32,7 @@ def get_run(session: Session, run_id: str) -> RunRow:
     return row
 
 
-def add_event(session: Session, run_id: str, type: str, step: str | None = None, **data: Any) -> None:
+def add_event(session: Session, run_id: str, type: str, step: str | None = None, /, **data: Any) -> None:
     session.add(EventRow(run_id=run_id, type=type, step=step, data=redact(data) if data else None,
                          created_at=utcnow()))
 

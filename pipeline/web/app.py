@@ -1,0 +1,82 @@
+"""``create_app``: the Flask application of the Procfile's ``web`` process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from typing import Any
+
+from flask import Flask, Response, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from pipeline.runtime import Runtime
+from pipeline.web import api, reads, views
+from pipeline.web.security import secure_headers
+
+log = logging.getLogger("rubot.web")
+
+MAX_BODY_BYTES = 1024 * 1024  # decisions are small; a bigger body is refused with 413 before it is read
+
+
+def create_app(runtime: Runtime | None = None, *, secret_key: str | None = None,
+               api_token: str | None = None) -> Flask:
+    """Build the web app.
+
+    Without ``runtime`` every request uses :func:`pipeline.runtime.current`, resolved lazily, so importing the
+    app never touches the database or broker. ``secret_key`` (signing the session that holds the CSRF token)
+    defaults to ``RUBOT_WEB_SECRET_KEY``; ``api_token`` defaults to ``RUBOT_WEB_API_TOKEN`` and, when empty,
+    disables the JSON API. ``RUBOT_WEB_SECURE_COOKIES=1`` marks the session cookie HTTPS-only.
+    """
+    app = Flask(__name__, template_folder="templates")
+    app.config.update(
+        SECRET_KEY=_secret_key(secret_key),
+        SESSION_COOKIE_NAME="rubot_session",  # never collide with a host app's session on the same domain
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=os.environ.get("RUBOT_WEB_SECURE_COOKIES", "").lower() in {"1", "true", "yes"},
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+    )
+    token = api_token if api_token is not None else os.environ.get("RUBOT_WEB_API_TOKEN", "")
+    app.extensions[reads.EXTENSION] = {"runtime": runtime, "api_token": token.strip() or None}
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp, url_prefix="/api")
+    app.add_url_rule("/healthz", "healthz", healthz)
+    app.register_error_handler(HTTPException, _http_error)
+    app.after_request(secure_headers)
+    return app
+
+
+def _secret_key(given: str | None) -> str:
+    key = given or os.environ.get("RUBOT_WEB_SECRET_KEY", "")
+    if key:
+        return key
+    log.warning("RUBOT_WEB_SECRET_KEY is not set: using a random key for this process only. Sessions and CSRF "
+                "tokens will not survive a restart or work across several web workers; set it in production.")
+    return secrets.token_urlsafe(32)
+
+
+def healthz() -> tuple[str, int, dict[str, str]]:
+    """200 ``ok`` when the database answers and is migrated; 503 otherwise (the details go to the log)."""
+    try:
+        reads.ping()
+    except Exception:  # any failure means "not healthy"; the log has the cause, the probe only needs a status
+        log.exception("health check failed")
+        return "database unavailable", 503, {"Content-Type": "text/plain; charset=utf-8"}
+    return "ok", 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def _http_error(exc: HTTPException) -> Response | tuple[Any, int]:
+    """JSON errors under ``/api``, a small HTML page elsewhere; keeps headers such as ``Allow`` on a 405."""
+    response = exc.get_response()
+    status = exc.code or 500
+    reason = (exc.name or "error").lower().replace(" ", "_")
+    if request.path.startswith("/api/"):
+        response.data = json.dumps({"error": reason, "message": exc.description})
+        response.content_type = "application/json"
+    else:
+        response.data = render_template("rubot_error.html", status=status, reason=reason, message=exc.description,
+                                        run_id=(request.view_args or {}).get("run_id"))
+        response.content_type = "text/html; charset=utf-8"
+    return response

@@ -1,0 +1,136 @@
+"""The HTML admin: runs, a run's trail, pending approvals, and the approval form that resumes a run.
+
+Pages are GET only; the four actions are POST only and need the session's CSRF token. After a successful
+action the browser is redirected to the run (post/redirect/get), so a reload never repeats a decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from pipeline.errors import RubotError
+from pipeline.store.tables import RUN_STATUSES
+from pipeline.web import decisions, reads
+from pipeline.web.errors import invalid_request, status_for
+from pipeline.web.security import check_csrf, csrf_token, secure_headers
+
+log = logging.getLogger("rubot.web")
+
+bp = Blueprint("rubot", __name__, template_folder="templates")
+bp.after_request(secure_headers)
+
+
+@bp.app_template_filter("rubot_pretty")
+def pretty(value: Any) -> str:
+    """Indented JSON for the pages (Jinja autoescape escapes it like any other string)."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@bp.app_template_filter("rubot_when")
+def when(value: datetime | None) -> str:
+    """A timestamp in UTC (SQLite hands back naive datetimes that are UTC already)."""
+    if value is None:
+        return "—"
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+bp.add_app_template_global(csrf_token, "rubot_csrf_token")
+
+
+@bp.before_request
+def _require_csrf_on_post() -> None:
+    if request.method == "POST":
+        check_csrf()
+
+
+@bp.errorhandler(RubotError)
+def _rubot_error(exc: RubotError) -> tuple[str, int]:
+    status = status_for(exc)
+    if status >= 500:
+        log.error("web request %s %s failed: %s", request.method, request.path, exc, exc_info=exc)
+    run_id = (request.view_args or {}).get("run_id")
+    return render_template("rubot_error.html", status=status, reason=exc.reason, message=exc.message,
+                           run_id=run_id), status
+
+
+@bp.get("/")
+def index() -> Response:
+    return redirect(url_for("rubot.runs"))
+
+
+@bp.get("/runs")
+def runs() -> str:
+    status = request.args.get("status") or None
+    if status is not None and status not in RUN_STATUSES:
+        raise invalid_request(f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}")
+    workflow = request.args.get("workflow") or None
+    limit = _int_arg("limit", default=100, low=1, high=500)
+    found = reads.list_runs(statuses=[status] if status else None, workflow=workflow, limit=limit)
+    return render_template("rubot_runs.html", runs=found, status=status, workflow=workflow, statuses=RUN_STATUSES)
+
+
+@bp.get("/runs/<run_id>")
+def run_detail(run_id: str) -> str:
+    return render_template("rubot_run.html", run=reads.get_run(run_id))
+
+
+@bp.get("/approvals")
+def approvals() -> str:
+    return render_template("rubot_approvals.html", items=reads.pending_approvals())
+
+
+@bp.get("/approvals/<run_id>")
+def approval(run_id: str) -> str:
+    return _approval_page(run_id)
+
+
+def _approval_page(run_id: str, *, error: str | None = None, form: dict[str, Any] | None = None) -> str:
+    run = reads.get_run(run_id)
+    decided = [a for a in run.approvals if a.status != "pending"]
+    return render_template("rubot_approval.html", run=run, pending=run.pending_approval,
+                           last=decided[-1] if decided else None, error=error, form=form or {})
+
+
+def _act(run_id: str, action: str) -> Response | tuple[str, int]:
+    try:
+        decision = decisions.from_form(request.form)
+    except RubotError as exc:
+        if action == "cancel":
+            raise
+        # Show the approver their form again, filled in, with what was wrong: nothing was recorded.
+        return _approval_page(run_id, error=exc.message, form=request.form.to_dict()), status_for(exc)
+    run = reads.get_run(run_id)
+    decisions.apply(run, action, decision)
+    flash(f"Run {run.id} was {decisions.PAST_TENSE[action]} by {decision.by}; it is now {run.status}.")
+    return redirect(url_for("rubot.run_detail", run_id=run.id), code=303)
+
+
+def _register_actions() -> None:
+    for action in decisions.ACTIONS:
+        endpoint = f"{action.replace('-', '_')}_run"
+
+        def view(run_id: str, _action: str = action) -> Response | tuple[str, int]:
+            return _act(run_id, _action)
+
+        view.__name__ = endpoint
+        bp.add_url_rule(f"/runs/<run_id>/{action}", endpoint=endpoint, view_func=view, methods=["POST"])
+
+
+_register_actions()
+
+
+def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid_request(f"{name} must be a whole number") from None
+    return max(low, min(high, value))

@@ -1,0 +1,118 @@
+"""Workflows used by the tests. Worker subprocesses import this module (``RUBOT_WORKFLOW_MODULES``).
+
+Tools here append a line to the file named in the run input (``sink``) every time their body really runs,
+so tests count executions outside the effects ledger.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from marshmallow import fields
+
+import pipeline
+from pipeline import Tool, Workflow, approval_step, parallel, step, tool_step
+
+# Parallel members meet here: if the chord ran them one after the other, the barrier would time out.
+BARRIER = threading.Barrier(2, timeout=20)
+# Cancel test: the first step blocks until the test releases it.
+GATES: dict[str, threading.Event] = {}
+
+
+def record(sink: str, line: str) -> None:
+    with Path(sink).open("a") as handle:
+        handle.write(line + "\n")
+
+
+class Record(Tool):
+    description = "Append a line to the sink file and echo the label."
+    input_schema = {"sink": fields.String(required=True), "label": fields.String(required=True),
+                    "run_id": fields.String(load_default="")}
+    output_schema = {"label": fields.String(required=True)}
+
+    def call(self, *, sink, label, run_id):
+        record(sink, f"{self.context.run_id if self.context else run_id} {label}")
+        return {"label": label}
+
+
+def _record(label: str):
+    return tool_step(Record, input=lambda input, state, context: {"sink": input["sink"], "label": label})
+
+
+class LinearWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True), "n": fields.Integer(required=True)}
+    first = _record("first")
+    second = _record("second")
+
+    @step
+    def total(self):
+        return {"n": self.run.input["n"] * 2, "seen": sorted(self.run.state)}
+
+
+class ParallelWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True)}
+    start = _record("start")
+    checks = parallel(
+        left=tool_step(Record, input=lambda input, state, context: _meet(input, "left")),
+        right=tool_step(Record, input=lambda input, state, context: _meet(input, "right")),
+    )
+
+    @step
+    def combine(self):
+        return [self.run.state["left"]["label"], self.run.state["right"]["label"]]
+
+
+def _meet(input: dict, label: str) -> dict:
+    BARRIER.wait()
+    return {"sink": input["sink"], "label": label}
+
+
+class ApprovalWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True)}
+    prepare = _record("prepare")
+    manager = approval_step(role="manager", reason="Needs a manager.")
+    after = _record("after")
+
+
+class ContinueOnRejectWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True)}
+    manager = approval_step(role="manager", on_reject="continue")
+
+    @step
+    def outcome(self):
+        return {"decision": self.run.state["manager"]["decision"], "by": self.run.approvals[-1].decided_by}
+
+
+class GatedWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True), "gate": fields.String(required=True)}
+
+    @step
+    def blocked(self):
+        record(self.run.input["sink"], f"{self.run.id} blocked")
+        GATES[self.run.input["gate"]].wait(30)
+
+    after = _record("after")
+
+
+class BadInputMappingWorkflow(Workflow):
+    first = tool_step(Record, input=lambda input, state, context: {"sink": input["sink"], "label": input["nope"]})
+
+
+class WaitInsideWorkflow(Workflow):
+    @step
+    def waits(self):
+        pipeline.wait(self.run.id, timeout=1)
+
+
+class SlowWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True), "seconds": fields.Float(required=True)}
+
+    @step
+    def slow(self):
+        time.sleep(self.run.input["seconds"])  # stands in for a long tool call
+        record(self.run.input["sink"], f"{self.run.id} slow")
+
+    manager = approval_step(role="manager")
+    after = _record("after")
