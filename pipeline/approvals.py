@@ -77,8 +77,8 @@ def decide(runtime: Runtime, run_id: str, decision: str, *, by: str, payload: An
             decided = [a for a in queries.approvals(s, run_id) if approval_id in (None, a.id)]
             if decided:
                 last = decided[-1]
-                raise ApprovalAlreadyDecided(
-                    f"approval {last.id} of run {run_id} was already {last.status} by {last.decided_by}")
+                by_whom = f" by {last.decided_by}" if last.decided_by else ""
+                raise ApprovalAlreadyDecided(f"approval {last.id} of run {run_id} was already {last.status}{by_whom}")
             raise NoPendingApproval(f"run {run_id} has no pending approval (status {run.status})")
         if run.status != WAITING:
             raise NoPendingApproval(f"run {run_id} is {run.status}, not waiting for approval")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import InvalidRunState
 from pipeline.store import queries
-from pipeline.store.tables import CANCELLED, TERMINAL, utcnow
+from pipeline.store.tables import CANCELLED, PENDING, TERMINAL, utcnow
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
@@ -20,6 +20,9 @@ def cancel(runtime: Runtime, run_id: str, *, by: str | None = None, reason: str 
         if run.status in TERMINAL:
             raise InvalidRunState(f"run {run_id} is already {run.status}")
         previous = run.status
+        for approval in queries.approvals(s, run_id):
+            if approval.status == PENDING:  # nobody can decide it any more
+                approval.status = CANCELLED
         run.status, run.finished_at = CANCELLED, utcnow()
         run.error = {"reason": "cancelled", "message": reason or "cancelled", "by": by}
         queries.add_event(s, run_id, "run.cancelled", by=by, reason=reason, previous_status=previous)

@@ -127,9 +127,33 @@ class ToolError(RunError):
 
 
 class ModelError(RunError):
-    """The model provider could not produce an answer."""
+    """The model provider could not produce an answer.
+
+    ``retryable`` is False: the request itself was refused (bad request, bad key, a model call forbidden in
+    tests), so sending it again would fail the same way.
+    """
 
     reason = "model_error"
+    retryable: bool = False
+
+
+class ModelUnavailable(ModelError):
+    """The provider is busy or unreachable (429, 529, other 5xx, a timeout, a lost connection): try again later.
+
+    The turn's task retries with backoff; ``retry_after`` (seconds, from the provider's ``retry-after`` header)
+    is a lower bound for that backoff when present. ``status`` is the HTTP status, or None when no response came.
+    """
+
+    reason = "model_unavailable"
+    retryable = True
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None, details: Any = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message, details=details, reason=reason)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class NotSerializable(RunError):

@@ -170,7 +170,9 @@ def test_cancel_stops_the_run_before_the_next_step(stack, sink):
 def test_cancel_while_waiting_for_approval_prevents_resuming(stack, sink):
     run = pipeline.run(workflows.ApprovalWorkflow, input={"sink": str(sink)}, timeout=60)
     run.cancel()
-    with pytest.raises(NoPendingApproval, match="cancelled"):
+    assert run.pending_approval is None
+    assert run.approvals[-1].status == "cancelled"
+    with pytest.raises(ApprovalAlreadyDecided, match="already cancelled"):
         run.approve(approved_by="manager@example.com")
     assert sink_lines(sink) == [f"{run.id} prepare"]
 

@@ -41,6 +41,8 @@ class ModelRequest:
     max_tokens: int
     # The agent class answering; offline and scripted models use it, network providers ignore it.
     agent: Any = None
+    # Anthropic's tool_choice, e.g. {"type": "tool", "name": "final_answer"}; None leaves the choice to the model.
+    tool_choice: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class ModelResponse:
     stop_reason: str = "end_turn"
     usage: Usage = field(default_factory=Usage)
     provider: str = ""
+    # The provider's message id (e.g. "msg_01..."), kept for tracing a turn back to the provider's logs.
+    id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,7 +64,7 @@ class ModelResponse:
         return cls(
             model=data["model"], text=data.get("text", ""), stop_reason=data.get("stop_reason", "end_turn"),
             tool_calls=[ToolCall(**c) for c in data.get("tool_calls", [])],
-            usage=Usage(**data.get("usage", {})), provider=data.get("provider", ""),
+            usage=Usage(**data.get("usage", {})), provider=data.get("provider", ""), id=data.get("id", ""),
         )
 
 

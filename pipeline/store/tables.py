@@ -20,7 +20,8 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 ACTIVE = (QUEUED, RUNNING, WAITING)
 
 PENDING, APPROVED, REJECTED, CHANGES_REQUESTED = "pending", "approved", "rejected", "changes_requested"
-APPROVAL_STATUSES = (PENDING, APPROVED, REJECTED, CHANGES_REQUESTED)
+# An approval is "cancelled" when its run is cancelled before anyone decided it.
+APPROVAL_STATUSES = (PENDING, APPROVED, REJECTED, CHANGES_REQUESTED, CANCELLED)
 
 
 def utcnow() -> datetime:

@@ -104,7 +104,7 @@ def approval_json(approval: Approval) -> dict[str, Any]:
 
 
 def run_json(run: Run) -> dict[str, Any]:
-    pending = run.pending_approval
+    pending = reads.open_approval(run)
     return {
         "id": run.id, "workflow": run.workflow, "status": run.status,
         "input": run.input, "context": run.context, "subject": run.subject,

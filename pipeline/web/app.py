@@ -6,10 +6,10 @@ import json
 import logging
 import os
 import secrets
-from typing import Any
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
 
 from pipeline.runtime import Runtime
 from pipeline.web import api, reads, views
@@ -29,7 +29,7 @@ def create_app(runtime: Runtime | None = None, *, secret_key: str | None = None,
     defaults to ``RUBOT_WEB_SECRET_KEY``; ``api_token`` defaults to ``RUBOT_WEB_API_TOKEN`` and, when empty,
     disables the JSON API. ``RUBOT_WEB_SECURE_COOKIES=1`` marks the session cookie HTTPS-only.
     """
-    app = Flask(__name__, template_folder="templates")
+    app = Flask(__name__, template_folder="templates", static_folder=None)  # styles are inline
     app.config.update(
         SECRET_KEY=_secret_key(secret_key),
         SESSION_COOKIE_NAME="rubot_session",  # never collide with a host app's session on the same domain
@@ -63,11 +63,11 @@ def healthz() -> tuple[str, int, dict[str, str]]:
         reads.ping()
     except Exception:  # any failure means "not healthy"; the log has the cause, the probe only needs a status
         log.exception("health check failed")
-        return "database unavailable", 503, {"Content-Type": "text/plain; charset=utf-8"}
+        return "database unavailable or not migrated", 503, {"Content-Type": "text/plain; charset=utf-8"}
     return "ok", 200, {"Content-Type": "text/plain; charset=utf-8"}
 
 
-def _http_error(exc: HTTPException) -> Response | tuple[Any, int]:
+def _http_error(exc: HTTPException) -> Response:
     """JSON errors under ``/api``, a small HTML page elsewhere; keeps headers such as ``Allow`` on a 405."""
     response = exc.get_response()
     status = exc.code or 500

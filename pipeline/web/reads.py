@@ -11,7 +11,7 @@ from pipeline import runtime as rubot_runtime
 from pipeline.runs import Approval, Run
 from pipeline.runtime import Runtime
 from pipeline.store import queries
-from pipeline.store.tables import PENDING, ApprovalRow, RunRow
+from pipeline.store.tables import PENDING, WAITING, ApprovalRow, RunRow
 
 EXTENSION = "rubot_web"
 
@@ -52,12 +52,18 @@ def pending_approvals(*, limit: int = 200) -> list[PendingItem]:
     rt = runtime()
     query = (select(ApprovalRow, RunRow.workflow, RunRow.status)
              .join(RunRow, RunRow.id == ApprovalRow.run_id)
-             .where(ApprovalRow.status == PENDING)
+             # A cancelled run keeps its approval row "pending"; only runs that can still resume are listed.
+             .where(ApprovalRow.status == PENDING, RunRow.status == WAITING)
              .order_by(ApprovalRow.created_at, ApprovalRow.id)
              .limit(limit))
     with rt.db.transaction() as s:
         return [PendingItem(Approval.from_row(row), row.run_id, workflow, status)
                 for row, workflow, status in s.execute(query)]
+
+
+def open_approval(run: Run) -> Approval | None:
+    """The approval a decision would apply to: pending, on a run that is still waiting for it."""
+    return run.pending_approval if run.waiting_for_approval else None
 
 
 def ping() -> None:

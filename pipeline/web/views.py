@@ -93,7 +93,7 @@ def approval(run_id: str) -> str:
 def _approval_page(run_id: str, *, error: str | None = None, form: dict[str, Any] | None = None) -> str:
     run = reads.get_run(run_id)
     decided = [a for a in run.approvals if a.status != "pending"]
-    return render_template("rubot_approval.html", run=run, pending=run.pending_approval,
+    return render_template("rubot_approval.html", run=run, pending=reads.open_approval(run),
                            last=decided[-1] if decided else None, error=error, form=form or {})
 
 

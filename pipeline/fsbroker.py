@@ -1,0 +1,63 @@
+"""kombu's filesystem transport with atomic hand-over, for the embedded (serverless) broker.
+
+The stock transport creates a message file and then writes into it, and a consumer moves files out of the
+queue folder without taking the writer's lock, so a consumer can pick up a file that is still empty and die
+on the JSON decode (seen in our test runs). It also moves claimed files to the system temp folder, which is a
+copy rather than a rename when that is another filesystem, so two worker processes could both take one message.
+
+Here a message is written under a temporary name and renamed into the queue folder when complete, and a
+consumer claims a message by renaming it into a ``claimed`` folder next to the queue: both renames are atomic
+on one filesystem, so every message is read complete and by exactly one consumer.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from queue import Empty
+from time import monotonic
+from typing import Any
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        folder = Path(self.data_folder_out)
+        partial = folder / f".{name}.partial"
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, folder / name)
+        except OSError as exc:
+            raise ChannelError(f"cannot add message {name!r} to {folder}") from exc
+
+    def _get(self, queue: str) -> Any:
+        folder = Path(self.data_folder_in)
+        claimed = folder.parent / f"{folder.name}-claimed"
+        claimed.mkdir(exist_ok=True)
+        suffix = f".{queue}.msg"
+        for name in sorted(os.listdir(folder)):
+            if name.startswith(".") or name.partition(".")[2] != suffix[1:]:
+                continue
+            target = claimed / name
+            try:
+                os.rename(folder / name, target)  # atomic: exactly one consumer wins
+            except OSError:
+                continue  # another consumer took it
+            try:
+                payload = target.read_bytes()
+                target.unlink()
+            except OSError as exc:
+                raise ChannelError(f"cannot read message {name!r}") from exc
+            return loads(bytes_to_str(payload))
+        raise Empty()
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
