@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from config.pricing import PRICES
+from pipeline.pricing import ModelPrice, load_price_table, price_table
 from pipeline.settings import Settings
 
 
@@ -24,11 +26,20 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         home=home,
         workflow_modules=modules,
         queue=env.get("RUBOT_QUEUE", "rubot"),
-        model_provider=env.get("RUBOT_MODEL_PROVIDER", "offline"),
+        model_provider=env.get("RUBOT_MODEL_PROVIDER", "auto"),
         default_model=env.get("RUBOT_MODEL", "claude-sonnet-4-5"),
         anthropic_api_key=api_key,
         anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
         result_expires=int(env.get("RUBOT_RESULT_EXPIRES", "3600")),
         visibility_timeout=int(env.get("RUBOT_VISIBILITY_TIMEOUT", "3600")),
         log_level=env.get("RUBOT_LOG_LEVEL", "INFO"),
+        prices=_prices(env),
     )
+
+
+def _prices(env: Mapping[str, str]) -> dict[str, ModelPrice]:
+    """The default table, with the entries of the JSON file named by RUBOT_PRICES_FILE replacing or adding models."""
+    prices = price_table(PRICES)
+    if env.get("RUBOT_PRICES_FILE"):
+        prices.update(load_price_table(Path(env["RUBOT_PRICES_FILE"]).expanduser()))
+    return prices

@@ -29,7 +29,17 @@ class Agent:
     output_schema: ClassVar[Any] = None
     tools: ClassVar[tuple[Any, ...]] = ()
     model: ClassVar[str | None] = None
-    max_tokens: ClassVar[int] = 4096
+    #: The Messages API ``max_tokens`` of each response.
+    max_response_tokens: ClassVar[int] = 4096
+    #: Budgets of one agent step, checked before every model call.
+    max_turns: ClassVar[int] = 12
+    max_tokens: ClassVar[int] = 100_000
+    max_cost: ClassVar[float | None] = None  # USD
+    #: How many times an invalid final answer is sent back with its field errors before the step fails.
+    max_output_retries: ClassVar[int] = 2
+    #: Tool results larger than this (bytes of JSON) are stored; the model gets a token for ``read_data``.
+    result_cap_bytes: ClassVar[int] = 4096
+    policy: ClassVar[Any] = None
 
     _input: ClassVar[type[Schema] | None]
     _output: ClassVar[type[Schema] | None]
@@ -46,14 +56,21 @@ class Agent:
             raise DefinitionError(f"{owner}.instructions must be a non-empty string")
         if cls.output_schema is None:
             raise DefinitionError(f"{owner}.output_schema is required: the model's answer is always validated")
-        if not isinstance(cls.max_tokens, int) or cls.max_tokens <= 0:
-            raise DefinitionError(f"{owner}.max_tokens must be a positive integer")
+        for attr in ("max_response_tokens", "max_turns", "max_tokens", "result_cap_bytes"):
+            value = getattr(cls, attr)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise DefinitionError(f"{owner}.{attr} must be a positive integer, got {value!r}")
+        if not isinstance(cls.max_output_retries, int) or cls.max_output_retries < 0:
+            raise DefinitionError(f"{owner}.max_output_retries must be a non-negative integer")
         cls._input = schemas.make_schema(cls.input_schema, owner=owner, attribute="input_schema")
         cls._output = schemas.make_schema(cls.output_schema, owner=owner, attribute="output_schema")
         cls._tools = tuple(resolve(t, where=f"{owner}.tools") for t in cls.tools)
         names = [t.name for t in cls._tools]
         if len(set(names)) != len(names):
             raise DefinitionError(f"{owner}.tools lists a tool name twice: {names}")
+        reserved = set(names) & {"final_answer", "read_data"}
+        if reserved:
+            raise DefinitionError(f"{owner}.tools: {sorted(reserved)} are reserved for Rubot's built-in tools")
         registry.agents.add(cls.name, cls)
 
     def offline(self, input: dict[str, Any]) -> dict[str, Any]:

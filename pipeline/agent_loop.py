@@ -1,75 +1,321 @@
-"""An agent step's conversation with its model, one recorded turn at a time.
+"""An agent step as a bounded loop of tasks: one task per model turn, one per tool call.
 
-Each turn's response is written to the effects ledger under ``<step>/turn-<n>`` before anything acts on it,
-so a retried step task reads the recorded response instead of paying for the turn again. This version runs
-the (single) turn inside the step task; the tool-use loop with one task per turn and per tool call builds on
-the same records.
+``begin`` (in the step task) records the agent's validated input under ``<step>/input`` and sends turn 1.
+``run_turn`` (task ``rubot.agent_turn``) claims ``<step>/turn-<n>``, checks budgets and cancellation, calls the
+model, and records the response — with its usage and cost — *before* any tool runs. Then it either finishes
+the step (a valid ``final_answer``), or sends the turn's tool calls as a chord (``rubot.agent_tool``, see
+:mod:`pipeline.tool_calls`) whose body is turn ``n + 1``.
+
+Every decision is made from the ledger, so a redelivered turn task does not call the model again: a claimed or
+recorded turn is never re-requested, and re-sending the tool calls of a recorded turn is harmless because each
+tool call is guarded by its own ledger row.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
+from celery import chain, chord, group
+
+from pipeline import bodies, budgets, compiler, dispatch, pricing
 from pipeline.dsl import AgentStep
-from pipeline.errors import InvalidAgentOutput
+from pipeline.errors import InvalidAgentOutput, ModelError
 from pipeline.models.base import FINAL_ANSWER_TOOL, ModelRequest, ModelResponse
 from pipeline.store import queries
+from pipeline.store.tables import CLAIMED, DONE, RUNNING, EffectRow
+from pipeline.tool_calls import READ_DATA_TOOL, TOOL_TASK, tool_op
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
 
+log = logging.getLogger("rubot.agent")
+TURN_TASK = compiler.TURN_TASK
+NUDGE = "Answer by calling the final_answer tool with fields matching its schema."
 
-def build_request(runtime: Runtime, agent: type, payload: dict[str, Any]) -> ModelRequest:
-    final = {
+
+def turn_op(step: str, n: int) -> str:
+    return f"{step}/turn-{n}"
+
+
+# --- start -------------------------------------------------------------------------------------------------
+
+
+def begin(runtime: Runtime, run_id: str, spec: AgentStep, data: Any, *, task_id: str | None) -> None:
+    """Validate the agent's input, record it, and send the first turn."""
+    agent = spec.agent
+    loaded = agent.validate_input(data)
+    payload = agent._input().dump(loaded) if agent._input is not None else data
+    with runtime.db.transaction() as s:
+        if queries.get_effect(s, run_id, f"{spec.name}/input") is None:
+            queries.add_effect(s, run_id, f"{spec.name}/input", "agent_input", payload, task_id)
+            queries.add_event(s, run_id, "agent.started", spec.name, agent=agent.name,
+                              model=agent.model or runtime.settings.default_model, provider=runtime.model.name)
+    send_turn(runtime, run_id, spec.name, 1)
+
+
+def send_turn(runtime: Runtime, run_id: str, step: str, n: int) -> None:
+    runtime.send(TURN_TASK, run_id, step, n)
+
+
+# --- one turn ----------------------------------------------------------------------------------------------
+
+
+def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str | None) -> None:
+    from pipeline.executor import workflow_of
+
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        workflow = workflow_of(runtime, run.workflow)
+        spec = workflow._steps[step]
+        agent = spec.agent
+        ledger = queries.effects_under(s, run_id, f"{step}/")
+        if queries.get_effect(s, run_id, step) is not None:
+            _continue_workflow(runtime, run_id, step)  # a redelivery after the step finished
+            return
+        if run.status != RUNNING:
+            queries.add_event(s, run_id, "agent.turn_skipped", step, turn=n, status=run.status)
+            return
+        if n > 1 and _missing_tool_results(ledger, step, n - 1):
+            return  # a tool call of the previous turn waits for approval; its decision sends this turn again
+        row = ledger.get(turn_op(step, n))
+        if row is None:
+            exceeded = _budget_exceeded(s, run, workflow, agent, step, ledger)
+            if exceeded is not None:
+                queries.add_event(s, run_id, "agent.budget_exceeded", step, turn=n, **exceeded.as_error()["details"])
+                queries.fail_run(s, run, {**exceeded.as_error(), "step": step}, step=step)
+                return
+            # Claim the turn before calling the model: a concurrent or redelivered copy of this task will see
+            # the claim and never pay for the same turn twice.
+            queries.add_effect(s, run_id, turn_op(step, n), "model_turn", None, task_id, status=CLAIMED)
+            request = build_request(runtime, agent, ledger, step, n)
+        elif row.status == CLAIMED:
+            log.warning("run %s: turn %s/%s is claimed by another delivery; not calling the model", run_id, step, n)
+            return
+        else:
+            request = None
+            response = ModelResponse.from_json(row.result)
+
+    if request is not None:
+        try:
+            response = runtime.model.create_message(request)
+        except BaseException:
+            _release_claim(runtime, run_id, step, n)  # no response: the turn was not paid for
+            raise
+        response = _record_turn(runtime, run_id, step, n, agent, response)
+    _after_turn(runtime, run_id, spec, n, response, task_id=task_id)
+
+
+def _release_claim(runtime: Runtime, run_id: str, step: str, n: int) -> None:
+    """No response came (the provider failed): drop the claim so the retried task may call again."""
+    with runtime.db.transaction() as s:
+        row = queries.get_effect(s, run_id, turn_op(step, n))
+        if row is not None and row.status == CLAIMED:
+            s.delete(row)
+
+
+def _missing_tool_results(ledger: dict[str, EffectRow], step: str, n: int) -> bool:
+    row = ledger.get(turn_op(step, n))
+    if row is None or row.status != DONE:
+        return True
+    response = ModelResponse.from_json(row.result)
+    return any(ledger.get(tool_op(step, n, call.id)) is None or ledger[tool_op(step, n, call.id)].status != DONE
+               for call in response.tool_calls if call.name != FINAL_ANSWER_TOOL)
+
+
+def _budget_exceeded(session: Any, run: Any, workflow: type, agent: type, step: str,
+                     ledger: dict[str, EffectRow]) -> budgets.Exceeded | None:
+    turns = [r for k, r in ledger.items() if r.kind == "model_turn" and r.status == DONE and "/tool-" not in k]
+    step_spent = budgets.Spent(
+        turns=len(turns),
+        tokens=sum(ModelResponse.from_json(r.result).usage.total_tokens for r in turns),
+        cost_micros=sum((r.result or {}).get("cost_micros", 0) for r in turns),
+    )
+    exceeded = budgets.check(agent, "step", step_spent)
+    if exceeded is not None:
+        return exceeded
+    run_turns = session.query(EffectRow).filter(EffectRow.run_id == run.id, EffectRow.kind == "model_turn",
+                                                EffectRow.status == DONE).count()
+    run_spent = budgets.Spent(
+        turns=run_turns,
+        tokens=run.input_tokens + run.output_tokens + run.cache_write_tokens + run.cache_read_tokens,
+        cost_micros=run.cost_micros,
+    )
+    return budgets.check(workflow, "run", run_spent)
+
+
+# --- requests and transcripts ------------------------------------------------------------------------------
+
+
+def tool_definitions(agent: type) -> list[dict[str, Any]]:
+    tools = [{"name": t.name, "description": t.description, "input_schema": t.json_schema()} for t in agent._tools]
+    if tools:
+        tools.append({
+            "name": READ_DATA_TOOL,
+            "description": "Read a tool result that was too large to show, one page at a time.",
+            "input_schema": {"type": "object", "properties": {"token": {"type": "string"},
+                                                              "page": {"type": "integer", "minimum": 1}},
+                             "required": ["token"], "additionalProperties": False},
+        })
+    tools.append({
         "name": FINAL_ANSWER_TOOL,
         "description": "Give your final answer. Call this exactly once, with fields matching the schema.",
         "input_schema": agent.output_json_schema(),
-    }
-    tools = [{"name": t.name, "description": t.description, "input_schema": t.json_schema()} for t in agent._tools]
+    })
+    return tools
+
+
+def build_request(runtime: Runtime, agent: type, ledger: dict[str, EffectRow], step: str, n: int) -> ModelRequest:
     return ModelRequest(
         model=agent.model or runtime.settings.default_model,
         system=agent.instructions,
-        messages=[{"role": "user", "content": json.dumps(payload, sort_keys=True)}],
-        tools=[*tools, final],
-        max_tokens=agent.max_tokens,
+        messages=transcript(ledger, step, n),
+        tools=tool_definitions(agent),
+        max_tokens=agent.max_response_tokens,
         agent=agent,
     )
 
 
-def answer(runtime: Runtime, run_id: str, spec: AgentStep, data: Any, *, task_id: str | None) -> dict[str, Any]:
-    agent = spec.agent
-    loaded = agent.validate_input(data)
-    payload = agent._input().dump(loaded) if agent._input is not None else data
-    op_key = f"{spec.name}/turn-1"
-    with runtime.db.transaction() as s:
-        recorded = queries.get_effect(s, run_id, op_key)
-        response = ModelResponse.from_json(recorded.result) if recorded else None
-    if response is None:
-        response = runtime.model.create_message(build_request(runtime, agent, payload))
-        response = _record_turn(runtime, run_id, spec.name, op_key, response, task_id)  # type: ignore[arg-type]
-    call = next((c for c in response.tool_calls if c.name == FINAL_ANSWER_TOOL), None)
-    if call is None:
-        raise InvalidAgentOutput(f"agent {agent.name!r} ended its turn without a final answer",
-                                 details={"text": response.text[:500]})
-    return agent.validate_output(call.input)
+def transcript(ledger: dict[str, EffectRow], step: str, n: int) -> list[dict[str, Any]]:
+    """The conversation before turn ``n``, rebuilt from the ledger (the broker never carries it)."""
+    payload = ledger[f"{step}/input"].result
+    messages: list[dict[str, Any]] = [{"role": "user", "content": json.dumps(payload, sort_keys=True)}]
+    for k in range(1, n):
+        response = ModelResponse.from_json(ledger[turn_op(step, k)].result)
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": response.text}] if response.text else []
+        blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in response.tool_calls]
+        messages.append({"role": "assistant", "content": blocks or [{"type": "text", "text": "(no answer)"}]})
+        results = []
+        for call in response.tool_calls:
+            row = ledger.get(tool_op(step, k, call.id))
+            if row is not None and row.result is not None:
+                results.append({"type": "tool_result", "tool_use_id": call.id, "content": row.result["content"],
+                                "is_error": bool(row.result.get("is_error"))})
+        messages.append({"role": "user", "content": results or NUDGE})
+    return messages
 
 
-def _record_turn(runtime: Runtime, run_id: str, step: str, op_key: str, response: ModelResponse,
-                 task_id: str | None) -> ModelResponse:
+def _record_turn(runtime: Runtime, run_id: str, step: str, n: int, agent: type,
+                 response: ModelResponse) -> ModelResponse:
+    price = pricing.price_for(response.model or agent.model or runtime.settings.default_model,
+                              runtime.settings.prices)
+    cost = pricing.cost_micros(response.usage, price)
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
-        existing = queries.get_effect(s, run_id, op_key)
-        if existing is not None:  # another delivery recorded this turn first: its response is the truth
-            return ModelResponse.from_json(existing.result)
-        queries.add_effect(s, run_id, op_key, "model_turn", response.to_json(), task_id)
+        row = queries.get_effect(s, run_id, turn_op(step, n))
+        if row is not None and row.status == DONE:  # recorded by another delivery: that one stands
+            return ModelResponse.from_json(row.result)
+        row.result, row.status = {**response.to_json(), "cost_micros": cost}, DONE
         usage = response.usage
         run.input_tokens += usage.input_tokens
         run.output_tokens += usage.output_tokens
         run.cache_write_tokens += usage.cache_write_tokens
         run.cache_read_tokens += usage.cache_read_tokens
-        queries.add_event(s, run_id, "model.turn", step, op_key=op_key, provider=response.provider,
-                          model=response.model, stop_reason=response.stop_reason,
-                          usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        run.cost_micros += cost
+        queries.add_event(s, run_id, "model.turn", step, turn=n, provider=response.provider, model=response.model,
+                          stop_reason=response.stop_reason, cost_micros=cost,
+                          tool_calls=[c.name for c in response.tool_calls],
+                          usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                                 "cache_write_tokens": usage.cache_write_tokens,
+                                 "cache_read_tokens": usage.cache_read_tokens},
                           note=response.text[:200] if response.provider == "offline" else None)
     return response
+
+
+# --- after a turn ------------------------------------------------------------------------------------------
+
+
+def _after_turn(runtime: Runtime, run_id: str, spec: AgentStep, n: int, response: ModelResponse, *,
+                task_id: str | None) -> None:
+    step, agent = spec.name, spec.agent
+    final = next((c for c in response.tool_calls if c.name == FINAL_ANSWER_TOOL), None)
+    if final is not None:
+        try:
+            answer = agent.validate_output(final.input)
+        except InvalidAgentOutput as exc:
+            if _reject_answer(runtime, run_id, step, n, final.id, exc, agent):
+                return
+        else:
+            _finish(runtime, run_id, step, n, answer, task_id)
+            return
+    elif not response.tool_calls and _count_attempt(runtime, run_id, step, n, agent):
+        return
+    calls = [c for c in response.tool_calls if c.name != FINAL_ANSWER_TOOL]
+    next_turn = runtime.app.signature(TURN_TASK, args=(run_id, step, n + 1), immutable=True,
+                                      queue=runtime.settings.queue)
+    tool_sigs = [runtime.app.signature(TOOL_TASK, args=(run_id, step, n, c.id), immutable=True,
+                                       queue=runtime.settings.queue).set(ignore_result=False) for c in calls]
+    if not tool_sigs:
+        next_turn.apply_async()
+    elif len(tool_sigs) == 1:
+        chain(tool_sigs[0].set(ignore_result=True), next_turn).apply_async()
+    else:
+        join = runtime.app.signature(compiler.FORGET_TASK, queue=runtime.settings.queue)
+        chain(chord(group(tool_sigs), join), next_turn).apply_async()
+
+
+def _reject_answer(runtime: Runtime, run_id: str, step: str, n: int, call_id: str, exc: InvalidAgentOutput,
+                   agent: type) -> bool:
+    """Record the invalid answer as an error result for the model; True if the step failed for good."""
+    content = (f"Your final answer does not match the schema: {json.dumps(exc.details, sort_keys=True)}. "
+               "Call final_answer again with every field corrected.")
+    with runtime.db.transaction() as s:
+        if queries.get_effect(s, run_id, tool_op(step, n, call_id)) is None:
+            queries.add_effect(s, run_id, tool_op(step, n, call_id), "tool_call",
+                               {"content": content, "is_error": True}, None)
+            queries.add_event(s, run_id, "agent.invalid_output", step, turn=n, errors=exc.details)
+    return _count_attempt(runtime, run_id, step, n, agent, error=exc)
+
+
+def _count_attempt(runtime: Runtime, run_id: str, step: str, n: int, agent: type, *,
+                   error: InvalidAgentOutput | None = None) -> bool:
+    """Count a turn that did not give a valid answer; fail the step after ``max_output_retries`` of them."""
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        ledger = queries.effects_under(s, run_id, f"{step}/")
+        attempts = sum(1 for k in range(1, n + 1) if _is_failed_attempt(ledger, step, k))
+        if attempts <= agent.max_output_retries:
+            return False
+        failure = error or InvalidAgentOutput(f"agent {agent.name!r} gave no valid final answer")
+        queries.fail_run(s, run, {**failure.as_dict(), "reason": "invalid_agent_output", "step": step,
+                                  "attempts": attempts}, step=step)
+    return True
+
+
+def _is_failed_attempt(ledger: dict[str, EffectRow], step: str, k: int) -> bool:
+    row = ledger.get(turn_op(step, k))
+    if row is None or row.status != DONE:
+        return False
+    response = ModelResponse.from_json(row.result)
+    if not response.tool_calls:
+        return True
+    final = next((c for c in response.tool_calls if c.name == FINAL_ANSWER_TOOL), None)
+    return final is not None and tool_op(step, k, final.id) in ledger
+
+
+def _finish(runtime: Runtime, run_id: str, step: str, n: int, answer: Any, task_id: str | None) -> None:
+    delta = {"set": {step: answer}, "unset": []}
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        if queries.get_effect(s, run_id, step) is None:
+            queries.add_effect(s, run_id, step, "agent", {**delta, "resume_seq": run.dispatch_seq}, task_id)
+            run.state = bodies.apply(run.state, delta)
+            queries.add_event(s, run_id, "step.completed", step, keys=[step], turns=n)
+    _continue_workflow(runtime, run_id, step)
+
+
+def _continue_workflow(runtime: Runtime, run_id: str, step: str) -> None:
+    """Dispatch the rest of the plan; the recorded seq makes a repeated call (redelivery) a no-op."""
+    with runtime.db.transaction() as s:
+        row = queries.get_effect(s, run_id, step)
+        seq = (row.result or {}).get("resume_seq") if row is not None else None
+    if seq is not None:
+        dispatch.resume(runtime, run_id, seq)
+
+
+def model_error_to_failure(runtime: Runtime, run_id: str, step: str, exc: ModelError) -> None:
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        queries.add_event(s, run_id, "model.error", step, **exc.as_dict())
+        queries.fail_run(s, run, {**exc.as_dict(), "step": step}, step=step)

@@ -38,11 +38,6 @@ def run_body(runtime: Runtime, workflow: type, spec: StepSpec, view: RunView, *,
         user = (view.context or {}).get("user") if isinstance(view.context, dict) else None
         tool = spec.tool(ToolContext(run_id=view.id, op_key=spec.name, user=user))
         return {"set": {spec.name: tool.invoke(data)}, "unset": []}
-    if isinstance(spec, AgentStep):
-        from pipeline.agent_loop import answer
-
-        data = step_input(spec, view)
-        return {"set": {spec.name: answer(runtime, view.id, spec, data, task_id=task_id)}, "unset": []}
     if isinstance(spec, FunctionStep):
         before = copy.deepcopy(view.state)
         returned = spec(workflow(view))

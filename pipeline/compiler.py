@@ -1,10 +1,11 @@
 """The one place where a workflow's plan becomes a Celery canvas.
 
 A run is dispatched in *segments*: the steps not yet in the effects ledger, in plan order, up to and
-including the next step that parks (an approval). Each step is an immutable ``rubot.step(run_id, name)``
-signature; a parallel group becomes a chord whose body is ``rubot.join``; a segment that reaches the end of
-the plan ends with ``rubot.finish``. Because a segment is compiled from SQL every time, resuming after an
-approval (or, later, after a crash) is the same operation as starting, and messages carry ids only.
+including the next step that ends a segment (an approval, or an agent step whose turns are tasks of their
+own). Each step is an immutable ``rubot.step(run_id, name)`` signature; a parallel group becomes a chord
+whose body is ``rubot.join``; a segment that reaches the end of the plan ends with ``rubot.finish``. Because
+a segment is compiled from SQL every time, resuming after an approval, an agent step (or, later, a crash)
+is the same operation as starting, and messages carry ids only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ JOIN_TASK = "rubot.join"
 FINISH_TASK = "rubot.finish"
 RESUME_TASK = "rubot.resume"
 LAUNCH_TASK = "rubot.launch"
+FORGET_TASK = "rubot.forget_results"
+TURN_TASK = "rubot.agent_turn"
+TOOL_TASK = "rubot.agent_tool"  # chord body of an agent turn's parallel tool calls
 
 
 def segment(app: Celery, workflow: type, run_id: str, done: set[str], *, queue: str) -> tuple[Signature, list[str]]:
@@ -46,7 +50,7 @@ def segment(app: Celery, workflow: type, run_id: str, done: set[str], *, queue: 
         if unit.name in done:
             continue
         links.append(step_sig(unit))
-        if unit.parks:
+        if unit.ends_segment:
             return _chain(links), names
     links.append(app.signature(FINISH_TASK, args=(run_id,), immutable=True, queue=queue))
     return _chain(links), names

@@ -23,8 +23,9 @@ class StepSpec:
     name: str | None = field(default=None, kw_only=True)
 
     kind = "step"
-    # True for steps that end a dispatch segment: the run waits in SQL (no broker message) until resumed.
-    parks = False
+    # True for steps that end a dispatch segment: what follows is dispatched again from SQL once the step is
+    # recorded (after a person decided an approval, or after an agent's last model turn).
+    ends_segment = False
 
     def __set_name__(self, owner: type, attribute: str) -> None:
         # Class-body assignment names the step; the workflow metaclass reads names from here.
@@ -47,6 +48,7 @@ class AgentStep(StepSpec):
     agent: Any
     input: InputFn | None = None
     kind = "agent"
+    ends_segment = True
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class ApprovalStep(StepSpec):
     on_reject: Outcome = "fail"
     on_changes_requested: Outcome = "fail"
     kind = "approval"
-    parks = True
+    ends_segment = True
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
-from pipeline import approvals, bodies, registry
-from pipeline.dsl import ApprovalStep
+from pipeline import agent_loop, approvals, bodies, registry
+from pipeline.dsl import AgentStep, ApprovalStep
 from pipeline.errors import RubotError, StepFailed
 from pipeline.runs import Approval, RunView
 from pipeline.store import queries
@@ -37,7 +37,7 @@ log = logging.getLogger("rubot.executor")
 class Outcome(enum.Enum):
     CONTINUE = "continue"  # the step is recorded; the chain may go on
     HALT = "halt"  # the run is not running (failed, cancelled): stop the chain
-    PARK = "park"  # the run waits for a person; nothing is left in the broker
+    PARK = "park"  # the segment ends here: the run waits for a person, or an agent's turns carry on
 
 
 def workflow_of(runtime: Runtime, name: str) -> type:
@@ -69,6 +69,10 @@ def execute_step(runtime: Runtime, run_id: str, step_name: str, *, task_id: str 
                        approvals=[Approval.from_row(a) for a in queries.approvals(s, run_id)])
 
     try:
+        if isinstance(spec, AgentStep):
+            # The agent's turns are tasks of their own; the last one records the step and continues the run.
+            agent_loop.begin(runtime, run_id, spec, bodies.step_input(spec, view), task_id=task_id)
+            return Outcome.PARK
         delta = bodies.run_body(runtime, workflow, spec, view, task_id=task_id)
     except RubotError as exc:
         return _fail(runtime, run_id, step_name, exc.as_dict())

@@ -38,12 +38,22 @@ class Runtime:
 
 
 def _model_provider(settings: Settings) -> ModelProvider:
-    if settings.model_provider == "offline":
+    """``auto`` (default): Anthropic when an API key is configured, else the offline model."""
+    choice = settings.model_provider
+    if choice == "auto":
+        choice = "anthropic" if settings.anthropic_api_key else "offline"
+    if choice == "offline":
         from pipeline.models.offline import OfflineModel
 
         return OfflineModel()
+    if choice == "anthropic":
+        if not settings.anthropic_api_key:
+            raise ConfigurationError("RUBOT_MODEL_PROVIDER=anthropic needs ANTHROPIC_API_KEY")
+        from pipeline.models.anthropic import AnthropicModel
+
+        return AnthropicModel(settings.anthropic_api_key, base_url=settings.anthropic_base_url)
     raise ConfigurationError(
-        f"unknown model provider {settings.model_provider!r} (RUBOT_MODEL_PROVIDER); available: offline"
+        f"unknown model provider {settings.model_provider!r} (RUBOT_MODEL_PROVIDER); use auto, offline or anthropic"
     )
 
 

@@ -6,8 +6,13 @@ the derived values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.pricing import ModelPrice
 
 
 @dataclass(frozen=True)
@@ -18,7 +23,7 @@ class Settings:
     home: Path = Path(".rubot")
     workflow_modules: tuple[str, ...] = ("agents.conference_travel",)
     queue: str = "rubot"
-    model_provider: str = "offline"
+    model_provider: str = "auto"
     default_model: str = "claude-sonnet-4-5"
     anthropic_api_key: str | None = field(default=None, repr=False)
     anthropic_base_url: str | None = None
@@ -26,6 +31,9 @@ class Settings:
     visibility_timeout: int = 3600
     broker_polling_interval: float = 0.05
     log_level: str = "INFO"
+    # Model -> price (USD per MTok), filled by config.settings.load() from config/pricing.py and
+    # RUBOT_PRICES_FILE. Empty by default: a model without a price fails cost accounting (closed), it is not free.
+    prices: Mapping[str, ModelPrice] = field(default_factory=dict, hash=False)
 
     @property
     def embedded(self) -> bool:

@@ -44,6 +44,8 @@ class Tool:
     input_schema: ClassVar[Any] = None
     output_schema: ClassVar[Any] = None
     side_effects: ClassVar[bool] = False
+    #: Who may approve a call when ``requires_approval`` asks for it.
+    approval_role: ClassVar[str] = "approver"
 
     _input: ClassVar[type[Schema] | None]
     _output: ClassVar[type[Schema] | None]
@@ -72,6 +74,10 @@ class Tool:
     def permitted_for(self, user: Any) -> bool:
         """Whether ``user`` may call this tool. Override to restrict; the default allows everyone."""
         return True
+
+    def requires_approval(self, **input: Any) -> str | None:
+        """A reason when a person must approve this exact call first (e.g. a refund above a threshold)."""
+        return None
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:

@@ -100,8 +100,9 @@ def _check_unit(owner: str, unit: Unit, seen: set[str]) -> Unit:
         for member in unit.steps:
             if not isinstance(member, StepSpec):
                 raise DefinitionError(f"{where}: parallel() takes steps, got {member!r}")
-            if isinstance(member, ApprovalStep):
-                raise DefinitionError(f"{where}: an approval step cannot run in parallel with other steps")
+            if member.ends_segment:
+                raise DefinitionError(f"{where}: an {member.kind} step cannot run in parallel with other steps "
+                                      "(it continues the run from SQL when it is done)")
             members.append(_check_step(owner, member, seen))
         _claim(owner, unit.name, seen)
         return ParallelGroup(steps=tuple(members), name=unit.name)
@@ -188,6 +189,12 @@ class Workflow(metaclass=WorkflowMeta):
     name: ClassVar[str] = "Workflow"
     input_schema: ClassVar[Any] = None
     output: ClassVar[str | None] = None
+    #: Run budgets over all agent steps (unset: only the agents' own budgets apply). ``max_cost`` in USD.
+    max_turns: ClassVar[int | None] = None
+    max_tokens: ClassVar[int | None] = None
+    max_cost: ClassVar[float | None] = None
+    #: A :class:`pipeline.policy.Policy` consulted on every tool call an agent makes.
+    policy: ClassVar[Any] = None
 
     _plan: ClassVar[list[Unit]]
     _steps: ClassVar[dict[str, StepSpec]]

@@ -8,12 +8,14 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from pipeline import api, compiler, dispatch, executor
+from pipeline import agent_loop, api, compiler, dispatch, executor, tool_calls
+from pipeline.errors import ModelError, ModelUnavailable
 from pipeline.runtime import Runtime
 
 # Infrastructure hiccups (database restarted, connection dropped) are retried; everything else is a run outcome.
 RETRY = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": True, "retry_backoff_max": 30,
          "max_retries": 20}
+MODEL_RETRIES = 8
 
 
 def register(app: Celery, runtime: Runtime) -> None:
@@ -46,3 +48,28 @@ def register(app: Celery, runtime: Runtime) -> None:
         """Entry point for host apps: ``send_task("rubot.launch", args=[name, input], kwargs={...})``."""
         return api.create(runtime, workflow, input=input, subject=subject, context=context, run_id=run_id,
                           record_invalid=True)
+
+    @app.task(name=agent_loop.TURN_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
+    def agent_turn(self: Any, run_id: str, step: str, n: int) -> None:
+        try:
+            agent_loop.run_turn(runtime, run_id, step, n, task_id=self.request.id)
+        except ModelUnavailable as exc:
+            # Rate limits, overload, 5xx and timeouts: retry this turn later. Nothing was recorded or billed.
+            if self.request.retries >= MODEL_RETRIES:
+                agent_loop.model_error_to_failure(runtime, run_id, step, exc)
+                return
+            delay = max(exc.retry_after or 0, min(2 ** self.request.retries, 60))
+            raise self.retry(countdown=delay, max_retries=MODEL_RETRIES) from None
+        except ModelError as exc:
+            agent_loop.model_error_to_failure(runtime, run_id, step, exc)
+
+    @app.task(name=tool_calls.TOOL_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
+    def agent_tool(self: Any, run_id: str, step: str, n: int, call_id: str) -> str:
+        tool_calls.run_tool_call(runtime, run_id, step, n, call_id, task_id=self.request.id)
+        return self.request.id  # lets the chord body forget this result key
+
+    @app.task(name=compiler.FORGET_TASK, shared=False, ignore_result=True)
+    def forget_results(results: list[Any]) -> None:
+        for task_id in results or []:
+            if isinstance(task_id, str):
+                app.AsyncResult(task_id).forget()

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from pipeline import inprocess
+from pipeline.models.guard import forbid_network_models
 from pipeline import runtime as rubot_runtime
 from tests import stacks
 
 os.environ.setdefault("RUBOT_SITES", "seeded")  # the reference fetch tool must never reach the internet here
+forbid_network_models()  # a model call that is not to a local stand-in fails instead of leaving the machine
 ON_CI = bool(os.environ.get("CI"))
 
 

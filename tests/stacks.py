@@ -89,7 +89,8 @@ class Stack:
         migrate.upgrade(self.runtime.db)
 
     def subprocess_env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUBOT_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RUBOT_", "ANTHROPIC_"))}
+        env["RUBOT_FORBID_NETWORK_MODELS"] = "1"
         env.update(self.env)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env.update(extra)

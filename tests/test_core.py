@@ -38,7 +38,8 @@ def test_reference_review_completes_the_auto_approved_path(stack):
     assert run.output["within_budget"] is True
     assert run.state["conference_site"]["page_title"]
     assert run.state["conference_review"]["content_matches_policy"] is True
-    assert [e.op_key for e in run.effects] == ["policy", "conference_site", "conference_review/turn-1",
+    assert [e.op_key for e in run.effects] == ["policy", "conference_site", "conference_review/input",
+                                               "conference_review/turn-1",
                                                "conference_review", "finalize"]
     turn = next(e for e in run.events if e.type == "model.turn")
     assert turn.data["provider"] == "offline"

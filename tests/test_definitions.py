@@ -63,7 +63,7 @@ def test_approval_step_with_a_non_positive_expiry_fails():
 
 
 def test_approval_step_cannot_run_in_parallel():
-    with pytest.raises(DefinitionError, match="approval step cannot run in parallel"):
+    with pytest.raises(DefinitionError, match="an approval step cannot run in parallel"):
         class Bad(Workflow):
             both = parallel(a=tool_step(Record), gate=approval_step(role="manager"))
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.errors import RunNotFound
 from pipeline.redact import redact
-from pipeline.store.tables import ACTIVE, FAILED, PENDING, ApprovalRow, EffectRow, EventRow, RunRow, utcnow
+from pipeline.store.tables import ACTIVE, DONE, FAILED, PENDING, ApprovalRow, EffectRow, EventRow, RunRow, utcnow
 
 
 def new_id(prefix: str) -> str:
@@ -43,15 +43,28 @@ def get_effect(session: Session, run_id: str, op_key: str) -> EffectRow | None:
     ).scalar_one_or_none()
 
 
-def add_effect(session: Session, run_id: str, op_key: str, kind: str, result: Any, task_id: str | None) -> None:
+def add_effect(session: Session, run_id: str, op_key: str, kind: str, result: Any, task_id: str | None,
+               *, status: str = DONE) -> None:
     """Insert a ledger row; a concurrent duplicate fails the flush on the unique ``(run_id, op_key)``."""
-    session.add(EffectRow(run_id=run_id, op_key=op_key, kind=kind, result=result, task_id=task_id,
+    session.add(EffectRow(run_id=run_id, op_key=op_key, kind=kind, result=result, task_id=task_id, status=status,
                           created_at=utcnow()))
     session.flush()
 
 
 def completed_ops(session: Session, run_id: str) -> set[str]:
-    return set(session.execute(select(EffectRow.op_key).where(EffectRow.run_id == run_id)).scalars())
+    return set(session.execute(
+        select(EffectRow.op_key).where(EffectRow.run_id == run_id, EffectRow.status == DONE)).scalars())
+
+
+def effects_under(session: Session, run_id: str, prefix: str) -> dict[str, EffectRow]:
+    """Ledger rows whose op key starts with ``prefix`` (an agent step's turns and tool calls)."""
+    rows = session.execute(select(EffectRow).where(EffectRow.run_id == run_id,
+                                                   EffectRow.op_key.startswith(prefix, autoescape=True)))
+    return {row.op_key: row for row in rows.scalars()}
+
+
+def bump_counter(run: RunRow, name: str) -> None:
+    run.counters = {**(run.counters or {}), name: (run.counters or {}).get(name, 0) + 1}
 
 
 def fail_run(session: Session, run: RunRow, error: dict[str, Any], *, step: str | None = None) -> bool:

@@ -19,6 +19,8 @@ RUN_STATUSES = (QUEUED, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 ACTIVE = (QUEUED, RUNNING, WAITING)
 
+DONE, CLAIMED = "done", "claimed"
+
 PENDING, APPROVED, REJECTED, CHANGES_REQUESTED = "pending", "approved", "rejected", "changes_requested"
 # An approval is "cancelled" when its run is cancelled before anyone decided it.
 APPROVAL_STATUSES = (PENDING, APPROVED, REJECTED, CHANGES_REQUESTED, CANCELLED)
@@ -52,6 +54,8 @@ class RunRow(Base):
     cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Guard counters, e.g. {"unknown_tool": 2, "tool_denied": 1, "duplicate_tool_call": 5}.
+    counters: Mapped[Any] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -88,6 +92,10 @@ class ApprovalRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     assignee: Mapped[str | None] = mapped_column(String(200), nullable=True)
     status: Mapped[str] = mapped_column(String(32), default=PENDING)
+    # "step" for an approval_step; "tool_call" for a tool call the agent wanted, bound to its exact arguments.
+    kind: Mapped[str] = mapped_column(String(16), default="step", server_default="step")
+    tool_input: Mapped[Any] = mapped_column(JSON, nullable=True)
+    args_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -112,8 +120,24 @@ class EffectRow(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("rubot_runs.id", ondelete="CASCADE"))
     op_key: Mapped[str] = mapped_column(String(500))
     kind: Mapped[str] = mapped_column(String(32))
+    # "done" once the result is recorded; "claimed" while a side-effecting tool call is in flight (the claim
+    # is committed before the effect, so a crash cannot lead to a second execution).
+    status: Mapped[str] = mapped_column(String(16), default=DONE, server_default=DONE)
     result: Mapped[Any] = mapped_column(JSON, nullable=True)
     task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("run_id", "op_key", name="uq_rubot_effects_run_op"),)
+
+
+class BlobRow(Base):
+    """Tool results too large to hand to a model; the model reads them by token with ``read_data``."""
+
+    __tablename__ = "rubot_blobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("rubot_runs.id", ondelete="CASCADE"), index=True)
+    op_key: Mapped[str] = mapped_column(String(500))
+    content: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

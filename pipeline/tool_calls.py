@@ -1,0 +1,242 @@
+"""Where a model's tool call is guarded: task ``rubot.agent_tool``, one per tool call of a turn.
+
+The model only advises. Before anything runs, a call is answered with an error result (recorded, sent back to
+the model, counted on the run and visible in the events) when the tool is unknown, the same call was already
+made in this step, the run's user or the workflow's policy does not allow it, or the arguments do not match
+the tool's schema. A call the tool says needs a person parks the run with an approval bound to a hash of the
+exact arguments. A side-effecting tool gets a *claim* row in the ledger, committed before it runs, so a
+redelivered task never runs it a second time. Results over the agent's cap are stored; the model gets a token
+for ``read_data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline import compiler
+from pipeline import policy as policies
+from pipeline.errors import InvalidToolInput, RubotError
+from pipeline.models.base import FINAL_ANSWER_TOOL, ModelResponse, ToolCall
+from pipeline.store import queries
+from pipeline.store.tables import (
+    APPROVED,
+    CLAIMED,
+    DONE,
+    PENDING,
+    RUNNING,
+    WAITING,
+    ApprovalRow,
+    BlobRow,
+    EffectRow,
+    utcnow,
+)
+from pipeline.tool import ToolContext
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
+
+log = logging.getLogger("rubot.tools")
+TOOL_TASK = compiler.TOOL_TASK
+READ_DATA_TOOL = "read_data"
+DUPLICATE = "You already called {name} with these arguments — try a different approach."
+
+
+def tool_op(step: str, n: int, call_id: str) -> str:
+    return f"{step}/turn-{n}/tool-{call_id}"
+
+
+def args_hash(name: str, arguments: dict[str, Any]) -> str:
+    canonical = json.dumps({"tool": name, "input": arguments}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A result for the model that is decided without running the tool."""
+
+    content: str
+    event: str
+    counter: str | None = None
+    details: Any = None
+
+
+def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str, *, task_id: str | None) -> None:
+    from pipeline.executor import workflow_of
+
+    op = tool_op(step, n, call_id)
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        existing = queries.get_effect(s, run_id, op)
+        if existing is not None and existing.status == DONE:
+            return
+        if run.status not in (RUNNING, WAITING):
+            queries.add_event(s, run_id, "tool.skipped", step, op_key=op, status=run.status)
+            return
+        workflow = workflow_of(runtime, run.workflow)
+        agent = workflow._steps[step].agent
+        turn = ModelResponse.from_json(queries.get_effect(s, run_id, f"{step}/turn-{n}").result)
+        call = next(c for c in turn.tool_calls if c.id == call_id)
+        user = (run.context or {}).get("user") if isinstance(run.context, dict) else None
+        if existing is not None and existing.status == CLAIMED:
+            # The tool started before a crash: its effect may have happened. Never run it twice.
+            _record(s, run, op, call, Answer(
+                "This call was interrupted and may already have taken effect; it will not be repeated. "
+                "Do not retry it.", "tool.outcome_unknown", "tool_outcome_unknown"), is_error=True, row=existing)
+            return
+        if call.name == READ_DATA_TOOL:
+            _record(s, run, op, call, _read_data(s, run_id, call.input, agent.result_cap_bytes), is_error=None)
+            return
+        tools = {t.name: t for t in agent._tools}
+        tool_cls = tools.get(call.name)
+        answer = _screen(s, run, workflow, agent, step, n, call, tool_cls, user)
+        if answer is not None:
+            _record(s, run, op, call, answer, is_error=True)
+            return
+        assert tool_cls is not None
+        tool = tool_cls(ToolContext(run_id=run_id, op_key=op, user=user))
+        reason = tool.requires_approval(**tool_cls.validate_input(call.input))
+        if reason:
+            gate = _approval_gate(s, run, op, call, tool_cls, reason)
+            if gate is not None:
+                if isinstance(gate, Answer):
+                    _record(s, run, op, call, gate, is_error=True)
+                return
+        if tool_cls.side_effects:
+            queries.add_effect(s, run_id, op, "tool_call", None, task_id, status=CLAIMED)
+            queries.add_event(s, run_id, "tool.claimed", step, op_key=op, tool=call.name)
+
+    content, is_error, event = _execute(tool, call)
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        row = queries.get_effect(s, run_id, op)
+        if row is not None and row.status == DONE:
+            return  # a concurrent delivery recorded first (only possible for tools without side effects)
+        _record(s, run, op, call, Answer(_capped(s, run_id, op, content, agent.result_cap_bytes), event),
+                is_error=is_error, row=row)
+
+
+def _screen(s: Any, run: Any, workflow: type, agent: type, step: str, n: int, call: ToolCall,
+            tool_cls: type | None, user: Any) -> Answer | None:
+    """The checks that answer a call without running it, in order."""
+    if tool_cls is None:
+        available = ", ".join([t.name for t in agent._tools] + [READ_DATA_TOOL, FINAL_ANSWER_TOOL])
+        return Answer(f"Unknown tool {call.name!r}. Available tools: {available}.", "tool.unknown", "unknown_tool")
+    if _seen_before(s, run.id, step, n, call):
+        return Answer(DUPLICATE.format(name=call.name), "tool.duplicate", "duplicate_tool_call")
+    tool = tool_cls(None)
+    if not tool.permitted_for(user):
+        return Answer(f"Not permitted: the user of this run may not call {call.name}.", "tool.denied", "tool_denied")
+    check = policies.ToolCallCheck(run_id=run.id, workflow=run.workflow, step=step, tool=call.name,
+                                   input=call.input, user=user)
+    for owner in (workflow, agent):
+        hook = getattr(owner, "policy", None)
+        if hook is not None:
+            reason = policies.deny_reason(hook.authorize_tool(check))
+            if reason is not None:
+                return Answer(f"Not permitted: {reason}.", "tool.denied", "tool_denied")
+    try:
+        tool_cls.validate_input(call.input)
+    except InvalidToolInput as exc:
+        return Answer(f"Invalid arguments for {call.name}: {json.dumps(exc.details, sort_keys=True)}",
+                      "tool.invalid_input", "invalid_tool_input", details=exc.details)
+    return None
+
+
+def _seen_before(s: Any, run_id: str, step: str, n: int, call: ToolCall) -> bool:
+    signature = args_hash(call.name, call.input)
+    ledger = queries.effects_under(s, run_id, f"{step}/")
+    for k in range(1, n + 1):
+        row = ledger.get(f"{step}/turn-{k}")
+        if row is None or row.result is None:
+            continue
+        for earlier in ModelResponse.from_json(row.result).tool_calls:
+            if k == n and earlier.id == call.id:
+                break  # calls after this one in the same turn do not count
+            if args_hash(earlier.name, earlier.input) == signature:
+                return True
+    return False
+
+
+def _approval_gate(s: Any, run: Any, op: str, call: ToolCall, tool_cls: type, reason: str) -> Answer | bool | None:
+    """Park for a person (True), refuse (an Answer), or let an approved call through (None)."""
+    approval = queries.approval_for_step(s, run.id, op)
+    digest = args_hash(call.name, call.input)
+    if approval is None:
+        approval = ApprovalRow(id=queries.new_id("apr"), run_id=run.id, step=op, role=tool_cls.approval_role,
+                               reason=reason, status=PENDING, kind="tool_call", tool_input=call.input,
+                               args_hash=digest, created_at=utcnow())
+        s.add(approval)
+        run.status = WAITING
+        queries.add_event(s, run.id, "approval.requested", op, approval_id=approval.id, role=approval.role,
+                          reason=reason, tool=call.name, args_hash=digest)
+        queries.add_event(s, run.id, "run.waiting_for_approval", op)
+        return True
+    if approval.status == PENDING:
+        return True
+    if approval.args_hash != digest:
+        return Answer("The approval on record is for different arguments; this call was not run.",
+                      "tool.approval_mismatch")
+    if approval.status != APPROVED:
+        comment = f": {approval.comment}" if approval.comment else ""
+        return Answer(f"A person ({approval.decided_by}) {approval.status.replace('_', ' ')} this call{comment}. "
+                      "It was not run.", "tool.rejected")
+    return None
+
+
+def _execute(tool: Any, call: ToolCall) -> tuple[str, bool, str]:
+    try:
+        output = tool.invoke(call.input)
+    except RubotError as exc:
+        details = f" {json.dumps(exc.details, sort_keys=True, default=str)}" if exc.details else ""
+        return f"{call.name} failed: {exc.message}{details}", True, "tool.error"
+    except Exception as exc:  # a bug in the tool: tell the model it failed, keep the details in the log
+        log.exception("tool %s raised", call.name)
+        return f"{call.name} failed with {type(exc).__name__}.", True, "tool.error"
+    return json.dumps(output, sort_keys=True), False, "tool.completed"
+
+
+def _capped(s: Any, run_id: str, op: str, content: str, cap: int) -> str:
+    size = len(content.encode())
+    if size <= cap:
+        return content
+    token = queries.new_id("blob")
+    s.add(BlobRow(id=token, run_id=run_id, op_key=op, content=content, size=size, created_at=utcnow()))
+    pages = math.ceil(size / cap)
+    return json.dumps({"stored_result": token, "bytes": size, "pages": pages, "preview": content[:300],
+                       "note": f"The result is too large to show ({size} bytes). Call read_data with this token "
+                               f"and page 1..{pages} to read it."})
+
+
+def _read_data(s: Any, run_id: str, arguments: dict[str, Any], cap: int) -> Answer:
+    token, page = arguments.get("token"), arguments.get("page", 1)
+    blob = s.get(BlobRow, token) if isinstance(token, str) else None
+    if blob is None or blob.run_id != run_id:  # tokens of other runs do not exist for this one
+        return Answer(f"No stored result with token {token!r}.", "tool.read_data_unknown")
+    pages = max(1, math.ceil(blob.size / cap))
+    if not isinstance(page, int) or not 1 <= page <= pages:
+        return Answer(f"page must be an integer from 1 to {pages}.", "tool.read_data_bad_page")
+    data = blob.content.encode()[(page - 1) * cap: page * cap].decode(errors="replace")
+    return Answer(json.dumps({"token": token, "page": page, "pages": pages, "data": data}), "tool.read_data")
+
+
+def _record(s: Any, run: Any, op: str, call: ToolCall, answer: Answer, *, is_error: bool | None,
+            row: EffectRow | None = None) -> None:
+    error = is_error if is_error is not None else answer.event != "tool.read_data"
+    result = {"content": answer.content, "is_error": error}
+    if row is None:
+        queries.add_effect(s, run.id, op, "tool_call", result, None)
+    else:
+        row.result, row.status = result, DONE
+    if answer.counter:
+        queries.bump_counter(run, answer.counter)
+    data: dict[str, Any] = {"op_key": op, "tool": call.name, "is_error": error}
+    if error:
+        data["message"] = answer.content[:500]
+    if answer.details is not None:
+        data["details"] = answer.details
+    queries.add_event(s, run.id, answer.event, op.split("/")[0], **data)
