@@ -58,7 +58,8 @@ def register(app: Celery, runtime: Runtime) -> None:
             if self.request.retries >= MODEL_RETRIES:
                 agent_loop.model_error_to_failure(runtime, run_id, step, exc)
                 return
-            delay = max(exc.retry_after or 0, min(2 ** self.request.retries, 60))
+            # The provider's retry-after when it gave one, else exponential backoff (1, 2, 4 ... 60 s).
+            delay = exc.retry_after if exc.retry_after is not None else min(2 ** self.request.retries, 60)
             raise self.retry(countdown=delay, max_retries=MODEL_RETRIES) from None
         except ModelError as exc:
             agent_loop.model_error_to_failure(runtime, run_id, step, exc)

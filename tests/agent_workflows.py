@@ -1,0 +1,113 @@
+"""Agents, tools and workflows for the agent-loop tests (imported by worker subprocesses too).
+
+Tools append a line to the file named by ``RUBOT_TEST_SINK`` every time their body really runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from marshmallow import fields
+
+from pipeline import Agent, Tool, Workflow, agent_step, step
+from pipeline.policy import Policy
+
+
+def record(line: str) -> None:
+    with Path(os.environ["RUBOT_TEST_SINK"]).open("a") as handle:
+        handle.write(line + "\n")
+
+
+class LookupOrder(Tool):
+    description = "Look up an order's status."
+    input_schema = {"order_id": fields.Integer(required=True)}
+    output_schema = {"order_id": fields.Integer(required=True), "status": fields.String(required=True)}
+
+    def call(self, *, order_id):
+        record(f"lookup {order_id}")
+        return {"order_id": order_id, "status": "delivered" if order_id % 2 else "in transit"}
+
+
+class RefundOrder(Tool):
+    description = "Refund an order (moves money)."
+    side_effects = True
+    approval_role = "support_lead"
+    input_schema = {"order_id": fields.Integer(required=True), "amount_cents": fields.Integer(required=True)}
+    output_schema = {"refund_id": fields.String(required=True)}
+
+    def permitted_for(self, user):
+        return isinstance(user, dict) and "support" in user.get("roles", [])
+
+    def requires_approval(self, *, order_id, amount_cents):
+        return f"Refund of {amount_cents} cents is above 10000" if amount_cents > 10_000 else None
+
+    def call(self, *, order_id, amount_cents):
+        record(f"refund {order_id} {amount_cents} key={self.context.idempotency_key}")
+        gate = os.environ.get("RUBOT_TEST_REFUND_GATE")
+        if gate:  # the kill test holds the refund here until the worker is killed
+            deadline = time.monotonic() + 30
+            while not Path(gate).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return {"refund_id": f"re_{order_id}"}
+
+
+class ReadSecrets(Tool):
+    description = "Read the company's secrets."
+    input_schema = {"topic": fields.String(required=True)}
+
+    def permitted_for(self, user):
+        return False
+
+    def call(self, *, topic):
+        record(f"SECRET {topic}")
+        return {"secret": "hunter2"}
+
+
+class ExportEverything(Tool):
+    description = "Export all order data."
+    input_schema = {}
+
+    def call(self):
+        record("export")
+        return {"rows": "x" * (10 * 1024 * 1024)}
+
+
+class NoRefundsOnSundays(Policy):
+    def authorize_tool(self, check):
+        if check.tool == "refund_order" and check.input.get("order_id") == 13:
+            return "order 13 is under investigation"
+        return True
+
+
+class SupportAgent(Agent):
+    instructions = "Resolve the customer's request. Use tools; refund only when warranted."
+    input_schema = {"order_id": fields.Integer(required=True), "message": fields.String(required=True)}
+    output_schema = {"resolution": fields.String(required=True), "refunded_cents": fields.Integer(required=True)}
+    tools = (LookupOrder, RefundOrder, ReadSecrets, ExportEverything)
+    model = "claude-haiku-4-5"
+    max_turns = 8
+
+
+class SupportWorkflow(Workflow):
+    input_schema = {"order_id": fields.Integer(required=True), "message": fields.String(required=True)}
+    policy = NoRefundsOnSundays()
+    desk = agent_step(SupportAgent)
+
+    @step
+    def close(self):
+        return {**self.run.state["desk"], "closed": True}
+
+
+class TightAgent(SupportAgent):
+    max_turns = 3
+
+
+class TightWorkflow(Workflow):
+    desk = agent_step(TightAgent)
+
+
+class BudgetedWorkflow(Workflow):
+    max_tokens = 500
+    desk = agent_step(SupportAgent)
