@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import inprocess
-from pipeline.models.guard import forbid_network_models
 from pipeline import runtime as rubot_runtime
+from pipeline.models.guard import forbid_network_models
 from tests import stacks
 
 os.environ.setdefault("RUBOT_SITES", "seeded")  # the reference fetch tool must never reach the internet here

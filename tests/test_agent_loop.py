@@ -85,7 +85,8 @@ def test_a_hostile_model_ends_within_budget_with_no_unauthorized_execution(stack
 
     model.add(
         reply(tool_uses=[("launch_missiles", {"target": "moon"}), ("read_secrets", {"topic": "payroll"}),
-                         ("lookup_order", {"order_id": "seven"}), ("refund_order", {"order_id": 7, "amount_cents": 5})]),
+                         ("lookup_order", {"order_id": "seven"}),
+                         ("refund_order", {"order_id": 7, "amount_cents": 5})]),
         reply(tool_uses=[("lookup_order", {"order_id": 7})] * 50),
         reply(tool_uses=[("export_everything", {})]),
         read_back,
