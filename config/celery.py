@@ -48,6 +48,12 @@ def build(settings: Settings) -> dict[str, Any]:
         if settings.result_backend.startswith("file://"):
             (settings.home / "results").mkdir(parents=True, exist_ok=True)
     elif settings.broker_url.startswith(("redis://", "rediss://")):
-        conf["broker_transport_options"] = {"visibility_timeout": settings.visibility_timeout}
+        # A killed worker's unacknowledged messages come back after the visibility timeout; sweep for them at
+        # a third of it (at most every 10 s), scanning Redis on every sweep rather than every tenth.
+        conf["broker_transport_options"] = {
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 3)),
+            "unacked_restore_throttle": 1,
+        }
         conf["result_backend_transport_options"] = {"retry_policy": {"timeout": 5.0}}
     return conf

@@ -46,5 +46,6 @@ def worker(app: Celery, *, concurrency: int = 4, pool: str = "threads", loglevel
         yield controller
     finally:
         state.should_terminate = 0
+        controller.stop(in_sighandler=False)  # without this the consumer polls once more before it notices
         thread.join(30)
         state.should_terminate = None

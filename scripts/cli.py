@@ -1,0 +1,328 @@
+"""The ``rubot`` command line: operate a Rubot deployment and run the demo.
+
+Commands that read or decide runs (``runs``, ``show``, ``approve``, ...) use the runtime this process has
+installed (:func:`pipeline.runtime.current`, which builds it from the environment on first use). The process
+commands (``worker``, ``beat``, ``web``, ``flower``) replace this process with the real server, configured from the same
+environment; ``demo`` builds its own embedded deployment and ignores the database and broker settings.
+
+Errors Rubot raises on purpose print one line on stderr and exit with status 1 (a run cannot do that) or 2
+(setup: configuration, migrations, a missing component); never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from pipeline.errors import ConfigurationError, DefinitionError, RubotError
+from pipeline.store.tables import RUN_STATUSES
+from scripts import output
+
+SETUP_ERROR = 2
+RUN_ERROR = 1
+DEFAULT_CELERY_APP = "tasks.app"
+WEB_APP = "pipeline.web.app"
+
+
+class RubotGroup(click.Group):
+    """A click group that turns Rubot and connection errors into one line on stderr and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RubotError as exc:
+            _fail(exc.message, SETUP_ERROR if isinstance(exc, DefinitionError) else RUN_ERROR)
+        except Exception as exc:
+            problem = _connection_problem(exc)
+            if problem is None:
+                raise
+            _fail(problem, SETUP_ERROR)
+
+
+def _connection_problem(exc: Exception) -> str | None:
+    """A one-line explanation when the database or the broker cannot be reached, else ``None``."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from sqlalchemy.exc import OperationalError as DatabaseError
+
+    if isinstance(exc, DatabaseError):
+        first_line = next(iter(str(exc.orig).strip().splitlines()), type(exc.orig).__name__)
+        return f"cannot use the database: {first_line}"
+    if isinstance(exc, BrokerError):
+        return f"cannot reach the broker: {exc}"
+    return None
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"rubot: error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _echo_lines(lines: Sequence[str]) -> None:
+    click.echo("\n".join(lines))
+
+
+def _runtime(*, migrated: bool = True) -> Any:
+    """The installed runtime; by default checked to be migrated, so a fresh database gets a clear error."""
+    from pipeline import runtime
+
+    rt = runtime.current()
+    if migrated:
+        # The schema check goes through Alembic, whose INFO chatter is noise on a read command.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        rt.db.check_migrated()
+    return rt
+
+
+def _payload(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+
+
+def _version() -> str:
+    from configparser import ConfigParser
+    from importlib import metadata
+
+    try:
+        return metadata.version("rubot")
+    except metadata.PackageNotFoundError:  # a source checkout: read the version from setup.cfg
+        config = ConfigParser()
+        config.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+        return config.get("metadata", "version", fallback="unknown")
+
+
+@click.group(cls=RubotGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(version=_version(), message="rubot %(version)s")
+def main() -> None:
+    """Rubot: governed AI-agent workflows on Celery.
+
+    Configure with RUBOT_* environment variables (see the README); `rubot demo` needs none.
+    """
+
+
+# --- database ---------------------------------------------------------------------------------------------
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade the configured database to the latest Rubot schema."""
+    from sqlalchemy.engine import make_url
+
+    from pipeline.store import migrate as store_migrate
+
+    db = _runtime(migrated=False).db
+    revision = store_migrate.upgrade(db)
+    url = make_url(db.url).render_as_string(hide_password=True)
+    click.echo(f"Database {url} is at revision {revision} (head).")
+
+
+# --- runs -------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--status", "statuses", multiple=True, type=click.Choice(RUN_STATUSES),
+              help="Only runs in this status (repeatable).")
+@click.option("--workflow", help="Only runs of this workflow (class name).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="At most this many.")
+def runs(statuses: tuple[str, ...], workflow: str | None, limit: int) -> None:
+    """List recent runs, newest first."""
+    import pipeline
+
+    _runtime()
+    _echo_lines(output.run_table(pipeline.list_runs(status=list(statuses) or None, workflow=workflow, limit=limit)))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--full", is_flag=True, help="Do not shorten long values.")
+def show(run_id: str, full: bool) -> None:
+    """Show one run: status, data, approvals, ledger and event trail."""
+    import pipeline
+
+    _runtime()
+    _echo_lines(output.run_detail(pipeline.get_run(run_id), full=full))
+
+
+# --- decisions --------------------------------------------------------------------------------------------
+
+
+def _decision_command(name: str, method: str, verb: str, summary: str) -> None:
+    @main.command(name=name, help=summary)
+    @click.argument("run_id")
+    @click.option("--by", "by", required=True, help="Who decides (recorded on the approval).")
+    @click.option("--comment", help="A note stored with the decision.")
+    @click.option("--payload", callback=_payload, metavar="JSON", help="JSON data stored with the decision.")
+    @click.option("--approval", "approval_id", metavar="ID", help="Decide this approval (default: the pending one).")
+    @click.option("--wait", is_flag=True, help="Wait until the run completes, fails or waits again.")
+    @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds --wait waits at most.")
+    def command(run_id: str, by: str, comment: str | None, payload: Any, approval_id: str | None, wait: bool,
+                timeout: float) -> None:
+        import pipeline
+
+        _runtime()
+        run = pipeline.get_run(run_id)
+        approval = getattr(run, method)(by, payload, comment=comment, approval_id=approval_id)
+        click.echo(f"{verb} {approval.id} ({approval.step}, {approval.role}) of {run.id} by {by}.")
+        if wait:
+            run = pipeline.wait(run, timeout=timeout)
+        click.echo(f"Run is now {run.status}.")
+        if run.status == "failed" and run.error:
+            click.echo(f"Error: {output.compact(run.error, 200)}")
+
+
+_decision_command("approve", "approve", "Approved", "Approve a run's pending approval; the run resumes.")
+_decision_command("reject", "reject", "Rejected", "Reject a run's pending approval.")
+_decision_command("request-changes", "request_changes", "Requested changes on",
+                  "Send a run's pending approval back with requested changes.")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--by", help="Who cancels (recorded in the event trail).")
+@click.option("--reason", help="Why (recorded on the run).")
+def cancel(run_id: str, by: str | None, reason: str | None) -> None:
+    """Cancel a run: no step starts after this."""
+    import pipeline
+
+    _runtime()
+    run = pipeline.get_run(run_id)
+    previous = run.status
+    run.cancel(by=by, reason=reason)
+    click.echo(f"Cancelled {run.id} (was {previous}); it is now {run.status}.")
+
+
+# --- processes --------------------------------------------------------------------------------------------
+
+
+def _settings() -> Any:
+    from config.settings import load
+
+    return load()
+
+
+def _celery_app_module() -> str:
+    return os.environ.get("RUBOT_CELERY_APP", DEFAULT_CELERY_APP)
+
+
+def exec_command(argv: list[str]) -> NoReturn:
+    """Replace this process with ``argv`` (flushing our output first); tests replace this function."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)
+
+
+def worker_argv(settings: Any, *, concurrency: int | None, loglevel: str, pool: str | None,
+                extra: Sequence[str] = ()) -> list[str]:
+    """``celery -A tasks.app worker -Q <queue> ...`` for this interpreter."""
+    argv = [sys.executable, "-m", "celery", "-A", _celery_app_module(), "worker", "-Q", settings.queue,
+            f"--loglevel={loglevel}"]
+    if concurrency is not None:
+        argv.append(f"--concurrency={concurrency}")
+    if pool is not None:
+        argv.append(f"--pool={pool}")
+    return argv + list(extra)
+
+
+def beat_argv(settings: Any, *, loglevel: str, extra: Sequence[str] = ()) -> list[str]:
+    """``celery -A tasks.app beat`` with its schedule file kept under ``RUBOT_HOME``."""
+    schedule = Path(settings.home) / "celerybeat-schedule"
+    return [sys.executable, "-m", "celery", "-A", _celery_app_module(), "beat", f"--schedule={schedule}",
+            f"--loglevel={loglevel}", *extra]
+
+
+def web_argv(*, host: str, port: int, extra: Sequence[str] = ()) -> list[str]:
+    """gunicorn serving the approval and admin web app from its factory."""
+    return [sys.executable, "-m", "gunicorn", f"{WEB_APP}:create_app()", "--bind", f"{host}:{port}", *extra]
+
+
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
+
+
+@main.command(context_settings=PASSTHROUGH)
+@click.option("--concurrency", "-c", type=click.IntRange(1), help="Worker processes/threads (Celery's default).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True, help="Celery log level.")
+@click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "solo", "eventlet", "gevent"]),
+              help="Celery execution pool (Celery's default: prefork).")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(concurrency: int | None, loglevel: str, pool: str | None, celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker consuming the Rubot queue (extra arguments go to `celery worker`)."""
+    settings = _settings()
+    exec_command(worker_argv(settings, concurrency=concurrency, loglevel=loglevel, pool=pool, extra=celery_args))
+
+
+@main.command(context_settings=PASSTHROUGH)
+@click.option("--loglevel", "-l", default="INFO", show_default=True, help="Celery log level.")
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
+    """Run Celery beat (scheduled sweeps and batch jobs); its schedule file lives under RUBOT_HOME."""
+    settings = _settings()
+    Path(settings.home).mkdir(parents=True, exist_ok=True)
+    exec_command(beat_argv(settings, loglevel=loglevel, extra=celery_args))
+
+
+@main.command(context_settings=PASSTHROUGH)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+def web(host: str, port: int, gunicorn_args: tuple[str, ...]) -> None:
+    """Serve the approval endpoint and admin pages with gunicorn (extra arguments go to gunicorn)."""
+    try:
+        found = importlib.util.find_spec(WEB_APP) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise ConfigurationError(f"the web app module {WEB_APP} is not available in this installation")
+    exec_command(web_argv(host=host, port=port, extra=gunicorn_args))
+
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def flower_argv(*, address: str, port: int, extra: Sequence[str] = ()) -> list[str]:
+    """``celery -A tasks.app flower``; Flower reads ``FLOWER_BASIC_AUTH`` from the environment itself."""
+    return [sys.executable, "-m", "celery", "-A", _celery_app_module(), "flower", f"--address={address}",
+            f"--port={port}", *extra]
+
+
+@main.command(context_settings=PASSTHROUGH)
+@click.option("--address", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True, help="Port to listen on.")
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(address: str, port: int, flower_args: tuple[str, ...]) -> None:
+    """Run Flower to watch workers and queues (extra arguments go to Flower).
+
+    Flower shows task arguments and can revoke tasks, so it listens on loopback unless FLOWER_BASIC_AUTH
+    (user:password) is set; the credentials stay in the environment, out of the process list.
+    """
+    if address not in LOOPBACK and not os.environ.get("FLOWER_BASIC_AUTH"):
+        raise ConfigurationError(f"refusing to serve Flower on {address} without FLOWER_BASIC_AUTH=user:password")
+    exec_command(flower_argv(address=address, port=port, extra=flower_args))
+
+
+# --- demo -------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=Path(".rubot/demo"),
+              show_default=True, help="Demo folder (SQLite database and broker); wiped at the start.")
+def demo(home: Path) -> None:
+    """Run the conference-travel reference app end to end, with no servers and no API key."""
+    from scripts.demo import run_demo
+
+    if not run_demo(home, echo=click.echo):
+        raise click.exceptions.Exit(RUN_ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Killing a real worker process in the middle of an agent loop (Redis + Postgres, the real SDK via the stand-in)."""
+
+from __future__ import annotations
+
+import pipeline
+from pipeline.testing import MessagesStandIn, reply
+from tests import agent_workflows as aw
+from tests.conftest import eventually, sink_lines
+
+
+def test_killing_the_worker_after_a_recorded_turn_reruns_no_turn_and_no_side_effect(production, sink, tmp_path):
+    # Given a worker whose model is the real SDK talking to the stand-in, and a refund tool that holds still
+    # while it runs (its gate file never appears), with a short visibility timeout so Redis redelivers soon
+    script = [reply(tool_uses=[("refund_order", {"order_id": 7, "amount_cents": 100})]),
+              reply(tool_uses=[{"name": "final_answer",
+                                "input": {"resolution": "refund status unknown", "refunded_cents": 0}}])]
+    with MessagesStandIn(script) as stand_in:
+        env = {"RUBOT_MODEL_PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "test-key",
+               "ANTHROPIC_BASE_URL": stand_in.url, "RUBOT_TEST_SINK": str(sink),
+               "RUBOT_TEST_REFUND_GATE": str(tmp_path / "never"), "RUBOT_VISIBILITY_TIMEOUT": "3"}
+        production.env.update(env)
+        worker = production.start_worker_process(concurrency=1)
+        run = pipeline.enqueue(aw.SupportWorkflow, input={"order_id": 7, "message": "refund please"},
+                               context={"user": {"id": "u1", "roles": ["support"]}})
+
+        # When the worker is SIGKILLed while the refund (recorded turn 1's tool call) is in progress
+        eventually(lambda: sink_lines(sink), what="refund started")
+        worker.kill()
+        assert len(stand_in.requests) == 1
+
+        # Then a new worker finishes the run without calling the model for turn 1 again or refunding twice
+        replacement = production.start_worker_process(concurrency=1)
+        try:
+            run = pipeline.wait(run, timeout=90)
+        finally:
+            replacement.stop()
+
+    assert run.status == "completed", run.error
+    assert [line.split(" key=")[0] for line in sink_lines(sink)] == ["refund 7 100"]
+    assert len(stand_in.requests) == 2  # turn 1 and turn 2, each once
+    assert [e.type for e in run.events].count("tool.outcome_unknown") == 1
+    assert [e.op_key for e in run.effects if e.kind == "model_turn"] == ["desk/turn-1", "desk/turn-2"]
