@@ -65,38 +65,44 @@ def send_turn(runtime: Runtime, run_id: str, step: str, n: int) -> None:
 def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str | None) -> None:
     from pipeline.executor import workflow_of
 
+    request: ModelRequest | None = None
+    response: ModelResponse | None = None
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         workflow = workflow_of(runtime, run.workflow)
         spec = workflow._steps[step]
         agent = spec.agent
         ledger = queries.effects_under(s, run_id, f"{step}/")
-        if queries.get_effect(s, run_id, step) is not None:
-            _continue_workflow(runtime, run_id, step)  # a redelivery after the step finished
-            return
-        if run.status != RUNNING:
-            queries.add_event(s, run_id, "agent.turn_skipped", step, turn=n, status=run.status)
-            return
-        if n > 1 and _missing_tool_results(ledger, step, n - 1):
-            return  # a tool call of the previous turn waits for approval; its decision sends this turn again
-        row = ledger.get(turn_op(step, n))
-        if row is None:
-            exceeded = _budget_exceeded(s, run, workflow, agent, step, ledger)
-            if exceeded is not None:
-                queries.add_event(s, run_id, "agent.budget_exceeded", step, turn=n, **exceeded.as_error()["details"])
-                queries.fail_run(s, run, {**exceeded.as_error(), "step": step}, step=step)
+        step_done = queries.get_effect(s, run_id, step) is not None
+        if not step_done:
+            if run.status != RUNNING:
+                queries.add_event(s, run_id, "agent.turn_skipped", step, turn=n, status=run.status)
                 return
-            # Claim the turn before calling the model: a concurrent or redelivered copy of this task will see
-            # the claim and never pay for the same turn twice.
-            queries.add_effect(s, run_id, turn_op(step, n), "model_turn", None, task_id, status=CLAIMED)
-            request = build_request(runtime, agent, ledger, step, n)
-        elif row.status == CLAIMED:
-            log.warning("run %s: turn %s/%s is claimed by another delivery; not calling the model", run_id, step, n)
-            return
-        else:
-            request = None
-            response = ModelResponse.from_json(row.result)
-
+            if n > 1 and _missing_tool_results(ledger, step, n - 1):
+                return  # a tool call of the previous turn waits for approval; its decision sends this turn again
+            row = ledger.get(turn_op(step, n))
+            if row is not None and row.status == CLAIMED:
+                log.warning("run %s: turn %s/%s is claimed by another delivery; not calling the model",
+                            run_id, step, n)
+                return
+            if row is not None:
+                response = ModelResponse.from_json(row.result)
+            else:
+                exceeded = _budget_exceeded(s, run, workflow, agent, step, ledger)
+                if exceeded is not None:
+                    error = exceeded.as_error()
+                    queries.add_event(s, run_id, "agent.budget_exceeded", step, turn=n, **error["details"])
+                    queries.fail_run(s, run, {**error, "step": step}, step=step)
+                    return
+                # Claim the turn before calling the model: a concurrent or redelivered copy of this task sees
+                # the claim and never pays for the same turn twice.
+                queries.add_effect(s, run_id, turn_op(step, n), "model_turn", None, task_id, status=CLAIMED)
+                request = build_request(runtime, agent, ledger, step, n)
+    # Outside the transaction from here on: the model call may take long, and continuing the workflow locks
+    # the run row again.
+    if step_done:
+        _continue_workflow(runtime, run_id, step)  # a redelivery after the step finished
+        return
     if request is not None:
         try:
             response = runtime.model.create_message(request)
@@ -104,6 +110,7 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
             _release_claim(runtime, run_id, step, n)  # no response: the turn was not paid for
             raise
         response = _record_turn(runtime, run_id, step, n, agent, response)
+    assert response is not None
     _after_turn(runtime, run_id, spec, n, response, task_id=task_id)
 
 

@@ -65,7 +65,8 @@ class Answer:
     details: Any = None
 
 
-def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str, *, task_id: str | None) -> None:
+def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str, *, task_id: str | None) -> bool:
+    """Handle one tool call; False when the run now waits for a person (send no next turn)."""
     from pipeline.executor import workflow_of
 
     op = tool_op(step, n, call_id)
@@ -73,10 +74,10 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
         run = queries.lock_run(s, run_id)
         existing = queries.get_effect(s, run_id, op)
         if existing is not None and existing.status == DONE:
-            return
+            return True
         if run.status not in (RUNNING, WAITING):
             queries.add_event(s, run_id, "tool.skipped", step, op_key=op, status=run.status)
-            return
+            return True
         workflow = workflow_of(runtime, run.workflow)
         agent = workflow._steps[step].agent
         turn = ModelResponse.from_json(queries.get_effect(s, run_id, f"{step}/turn-{n}").result)
@@ -87,25 +88,26 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
             _record(s, run, op, call, Answer(
                 "This call was interrupted and may already have taken effect; it will not be repeated. "
                 "Do not retry it.", "tool.outcome_unknown", "tool_outcome_unknown"), is_error=True, row=existing)
-            return
+            return True
         if call.name == READ_DATA_TOOL:
             _record(s, run, op, call, _read_data(s, run_id, call.input, agent.result_cap_bytes), is_error=None)
-            return
+            return True
         tools = {t.name: t for t in agent._tools}
         tool_cls = tools.get(call.name)
         answer = _screen(s, run, workflow, agent, step, n, call, tool_cls, user)
         if answer is not None:
             _record(s, run, op, call, answer, is_error=True)
-            return
+            return True
         assert tool_cls is not None
         tool = tool_cls(ToolContext(run_id=run_id, op_key=op, user=user))
         reason = tool.requires_approval(**tool_cls.validate_input(call.input))
         if reason:
             gate = _approval_gate(s, run, op, call, tool_cls, reason)
-            if gate is not None:
-                if isinstance(gate, Answer):
-                    _record(s, run, op, call, gate, is_error=True)
-                return
+            if isinstance(gate, Answer):
+                _record(s, run, op, call, gate, is_error=True)
+                return True
+            if gate:
+                return False
         if tool_cls.side_effects:
             queries.add_effect(s, run_id, op, "tool_call", None, task_id, status=CLAIMED)
             queries.add_event(s, run_id, "tool.claimed", step, op_key=op, tool=call.name)
@@ -115,9 +117,10 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
         run = queries.lock_run(s, run_id)
         row = queries.get_effect(s, run_id, op)
         if row is not None and row.status == DONE:
-            return  # a concurrent delivery recorded first (only possible for tools without side effects)
+            return True  # a concurrent delivery recorded first (only possible for tools without side effects)
         _record(s, run, op, call, Answer(_capped(s, run_id, op, content, agent.result_cap_bytes), event),
                 is_error=is_error, row=row)
+    return True
 
 
 def _screen(s: Any, run: Any, workflow: type, agent: type, step: str, n: int, call: ToolCall,

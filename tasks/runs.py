@@ -66,7 +66,8 @@ def register(app: Celery, runtime: Runtime) -> None:
 
     @app.task(name=tool_calls.TOOL_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
     def agent_tool(self: Any, run_id: str, step: str, n: int, call_id: str) -> str:
-        tool_calls.run_tool_call(runtime, run_id, step, n, call_id, task_id=self.request.id)
+        if not tool_calls.run_tool_call(runtime, run_id, step, n, call_id, task_id=self.request.id):
+            self.request.chain = None  # parked for approval: the decision sends this call and the next turn
         return self.request.id  # lets the chord body forget this result key
 
     @app.task(name=compiler.FORGET_TASK, shared=False, ignore_result=True)

@@ -167,7 +167,7 @@ def test_a_large_refund_parks_for_approval_bound_to_its_arguments_and_runs_once(
     approval = run.pending_approval
     assert approval.role == "support_lead" and "25000" in approval.reason
     assert sink_lines(sink) == []
-    assert stack.queue_length() == 0
+    assert eventually(lambda: stack.queue_length() == 0, what="nothing left in the broker")
     run.approve(approved_by="lead@example.com")
     run = pipeline.wait(run, timeout=60)
     assert run.status == "completed", run.error
@@ -201,27 +201,29 @@ def test_a_side_effecting_call_claimed_before_a_crash_is_never_run_again(stack, 
     # Given a turn whose refund call was claimed (the tool started) and the worker died before the result
     model.add(reply(tool_uses=[("refund_order", {"order_id": 7, "amount_cents": 100}, "toolu_crash")]))
     model.add(lambda request: final("refund state unknown"))
-    gate = threading.Event()
+    started, dead = threading.Event(), threading.Event()
     original = aw.RefundOrder.call
 
-    def crash_after_claim(self, **kwargs):
-        gate.set()
-        raise SystemExit("simulated crash")  # stands in for the worker dying mid-effect
+    def dies_mid_effect(self, **kwargs):
+        started.set()
+        dead.wait(30)  # this delivery never comes back, like a worker killed during the refund
+        return {"refund_id": "lost"}
 
-    aw.RefundOrder.call = crash_after_claim
+    aw.RefundOrder.call = dies_mid_effect
     try:
         run = pipeline.enqueue(aw.SupportWorkflow, input=SUPPORT, context=SUPPORT_USER)
-        eventually(gate.is_set, what="refund started")
+        eventually(started.is_set, what="refund started")
         eventually(lambda: _claimed(stack, run.id, "desk/turn-1/tool-toolu_crash"), what="claim recorded")
+
+        # When the tool task is delivered again (the broker's redelivery of the lost message)
+        stack.app.send_task("rubot.agent_tool", args=[run.id, "desk", 1, "toolu_crash"], queue=stack.settings.queue)
+        stack.app.send_task("rubot.agent_turn", args=[run.id, "desk", 2], queue=stack.settings.queue)
+
+        # Then the refund body does not run again and the model is told the outcome is unknown
+        run = pipeline.wait(run, timeout=60)
     finally:
+        dead.set()
         aw.RefundOrder.call = original
-
-    # When the tool task is delivered again
-    stack.app.send_task("rubot.agent_tool", args=[run.id, "desk", 1, "toolu_crash"], queue=stack.settings.queue)
-    stack.app.send_task("rubot.agent_turn", args=[run.id, "desk", 2], queue=stack.settings.queue)
-
-    # Then the refund body does not run again and the model is told the outcome is unknown
-    run = pipeline.wait(run, timeout=60)
     assert run.status == "completed", run.error
     assert sink_lines(sink) == []
     assert len(events(run, "tool.outcome_unknown")) == 1
