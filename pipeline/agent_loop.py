@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from celery import chain, chord, group
 
-from pipeline import bodies, budgets, compiler, dispatch, pricing
+from pipeline import bodies, budgets, compiler, dispatch, leases, pricing, recovery
 from pipeline.dsl import AgentStep
 from pipeline.errors import InvalidAgentOutput, ModelError
+from pipeline.leases import Claim
 from pipeline.models.base import FINAL_ANSWER_TOOL, ModelRequest, ModelResponse
 from pipeline.store import queries
-from pipeline.store.tables import CLAIMED, DONE, RUNNING, EffectRow
+from pipeline.store.tables import DONE, RUNNING, EffectRow
 from pipeline.tool_calls import READ_DATA_TOOL, TOOL_TASK, tool_op
 
 if TYPE_CHECKING:
@@ -47,12 +48,22 @@ def begin(runtime: Runtime, run_id: str, spec: AgentStep, data: Any, *, task_id:
     agent = spec.agent
     loaded = agent.validate_input(data)
     payload = agent._input().dump(loaded) if agent._input is not None else data
+    last: tuple[int, ModelResponse] | None = None
     with runtime.db.transaction() as s:
-        if queries.get_effect(s, run_id, f"{spec.name}/input") is None:
+        ledger = queries.effects_under(s, run_id, f"{spec.name}/")
+        if f"{spec.name}/input" not in ledger:
             queries.add_effect(s, run_id, f"{spec.name}/input", "agent_input", payload, task_id)
             queries.add_event(s, run_id, "agent.started", spec.name, agent=agent.name,
                               model=agent.model or runtime.settings.default_model, provider=runtime.model.name)
-    send_turn(runtime, run_id, spec.name, 1)
+        else:  # dispatched again (recovery): carry on from the last recorded turn
+            done = [n for n in range(1, agent.max_turns + 2)
+                    if (row := ledger.get(turn_op(spec.name, n))) is not None and row.status == DONE]
+            if done:
+                last = done[-1], ModelResponse.from_json(ledger[turn_op(spec.name, done[-1])].result)
+    if last is None:
+        send_turn(runtime, run_id, spec.name, 1)
+    else:
+        _after_turn(runtime, run_id, spec, last[0], last[1], task_id=task_id)
 
 
 def send_turn(runtime: Runtime, run_id: str, step: str, n: int) -> None:
@@ -81,11 +92,7 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
             if n > 1 and _missing_tool_results(ledger, step, n - 1):
                 return  # a tool call of the previous turn waits for approval; its decision sends this turn again
             row = ledger.get(turn_op(step, n))
-            if row is not None and row.status == CLAIMED:
-                log.warning("run %s: turn %s/%s is claimed by another delivery; not calling the model",
-                            run_id, step, n)
-                return
-            if row is not None:
+            if row is not None and row.status == DONE:
                 response = ModelResponse.from_json(row.result)
             else:
                 exceeded = _budget_exceeded(s, run, workflow, agent, step, ledger)
@@ -95,8 +102,9 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
                     queries.fail_run(s, run, {**error, "step": step}, step=step)
                     return
                 # Claim the turn before calling the model: a concurrent or redelivered copy of this task sees
-                # the claim and never pays for the same turn twice.
-                queries.add_effect(s, run_id, turn_op(step, n), "model_turn", None, task_id, status=CLAIMED)
+                # the live claim and never pays for the same turn twice.
+                if not _claim_turn(runtime, s, run, step, n, task_id):
+                    return
                 request = build_request(runtime, agent, ledger, step, n)
     # Outside the transaction from here on: the model call may take long, and continuing the workflow locks
     # the run row again.
@@ -105,21 +113,30 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
         return
     if request is not None:
         try:
-            response = runtime.model.create_message(request)
+            with leases.heartbeat(runtime, run_id, turn_op(step, n)):
+                response = runtime.model.create_message(request)
         except BaseException:
-            _release_claim(runtime, run_id, step, n)  # no response: the turn was not paid for
+            leases.release(runtime, run_id, turn_op(step, n))  # no response: the turn was not paid for
             raise
         response = _record_turn(runtime, run_id, step, n, agent, response)
     assert response is not None
     _after_turn(runtime, run_id, spec, n, response, task_id=task_id)
 
 
-def _release_claim(runtime: Runtime, run_id: str, step: str, n: int) -> None:
-    """No response came (the provider failed): drop the claim so the retried task may call again."""
-    with runtime.db.transaction() as s:
-        row = queries.get_effect(s, run_id, turn_op(step, n))
-        if row is not None and row.status == CLAIMED:
-            s.delete(row)
+def _claim_turn(runtime: Runtime, s: Any, run: Any, step: str, n: int, task_id: str | None) -> bool:
+    claim, row = leases.claim(s, run.id, turn_op(step, n), "model_turn", task_id=task_id,
+                              lease_seconds=runtime.settings.lease_seconds)
+    if claim is Claim.ACQUIRED:
+        return True
+    if claim is Claim.HELD:
+        log.info("run %s: turn %s/%s is held by another delivery; not calling the model", run.id, step, n)
+        return False
+    # The worker calling the model died. Whether that call was billed cannot be known; asking again is the
+    # only way forward, and it counts as a recovery.
+    if not recovery.count_recovery(s, run, turn_op(step, n), "lease expired", runtime.settings.max_recoveries):
+        return False
+    leases.take_over(row, task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
+    return True
 
 
 def _missing_tool_results(ledger: dict[str, EffectRow], step: str, n: int) -> bool:

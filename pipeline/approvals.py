@@ -4,12 +4,15 @@ Parking records a pending approval and sets ``waiting_for_approval`` in the step
 compiled segment ends at the approval step, so no broker message, worker or result key waits with it.
 A decision is recorded once, with the ledger row of the approval step and the state entry
 ``state[step] = {"decision", "decided_by", "comment", "payload"}`` in the same transaction; then a
-``rubot.resume`` message re-dispatches the rest of the plan from SQL.
+``rubot.resume`` message re-dispatches the rest of the plan from SQL. An approval nobody decided in time is
+rejected through the same :func:`record_decision` by the expiry sweep (:mod:`pipeline.expiry`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery import chain
@@ -70,29 +73,48 @@ def decide(runtime: Runtime, run_id: str, decision: str, *, by: str, payload: An
         raise ApprovalError("a decision needs the identity of who made it (by=...)")
     payload = schemas.to_json(payload, what="decision payload")
 
-    resume_seq, tool_call = None, None
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         approval = _pending(s, run, approval_id)
         if approval.assignee and approval.assignee != by:
             raise ApprovalError(f"approval {approval.id} is assigned to {approval.assignee}, not {by}")
-        approval.status, approval.decided_by, approval.decided_at = decision, by, utcnow()
-        approval.comment, approval.decision_payload = comment, payload
-        if approval.kind == "tool_call":
-            tool_call = _decide_tool_call(s, run, approval, decision, by, comment)
-        else:
-            resume_seq = _decide_step(runtime, s, run, approval, decision, by, comment, payload)
+        send = record_decision(runtime, s, run, approval, decision, by=by, payload=payload, comment=comment)
         result = Approval.from_row(approval)
-    if tool_call is not None:
-        # The tool task reads the decision (run exactly the approved call, or tell the model it was refused);
-        # the next turn goes on once every call of the turn has a result.
-        step, n, call_id = tool_call
-        queue = runtime.settings.queue
-        chain(runtime.app.signature(TOOL_TASK, args=(run_id, step, n, call_id), immutable=True, queue=queue),
-              runtime.app.signature(TURN_TASK, args=(run_id, step, n + 1), immutable=True, queue=queue)).apply_async()
-    if resume_seq is not None:
-        runtime.send(RESUME_TASK, run_id, resume_seq)
+    send()
     return result
+
+
+def record_decision(runtime: Runtime, s: Session, run: RunRow, approval: ApprovalRow, decision: str, *, by: str,
+                    payload: Any = None, comment: str | None = None,
+                    failure: Mapping[str, Any] | None = None) -> Callable[[], None]:
+    """Write ``decision`` on the pending ``approval`` in the caller's transaction, which holds the run lock.
+
+    Returns the follow-up to call once that transaction has committed (sending earlier could let a worker
+    read the run before the decision is visible): the approved or refused tool call and the next turn, or
+    the resume of the run; a no-op when the decision ended the run. ``failure`` adds to (or overrides) the
+    fields of ``run.error`` when the decision fails the run, e.g. ``{"reason": "approval_expired"}``.
+    """
+    approval.status, approval.decided_by, approval.decided_at = decision, by, utcnow()
+    approval.comment, approval.decision_payload = comment, payload
+    if approval.kind == "tool_call":
+        step, n, call_id = _decide_tool_call(s, run, approval, decision, by, comment)
+        return partial(_send_tool_call, runtime, run.id, step, n, call_id)
+    resume_seq = _decide_step(runtime, s, run, approval, decision, by, comment, payload, failure)
+    if resume_seq is None:
+        return _nothing
+    return partial(runtime.send, RESUME_TASK, run.id, resume_seq)
+
+
+def _send_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str) -> None:
+    # The tool task reads the decision (run exactly the approved call, or tell the model it was refused);
+    # the next turn goes on once every call of the turn has a result.
+    queue = runtime.settings.queue
+    chain(runtime.app.signature(TOOL_TASK, args=(run_id, step, n, call_id), immutable=True, queue=queue),
+          runtime.app.signature(TURN_TASK, args=(run_id, step, n + 1), immutable=True, queue=queue)).apply_async()
+
+
+def _nothing() -> None:
+    return None
 
 
 def _pending(s: Session, run: RunRow, approval_id: str | None) -> ApprovalRow:
@@ -110,7 +132,7 @@ def _pending(s: Session, run: RunRow, approval_id: str | None) -> ApprovalRow:
 
 
 def _decide_step(runtime: Runtime, s: Session, run: RunRow, approval: ApprovalRow, decision: str, by: str,
-                 comment: str | None, payload: Any) -> int | None:
+                 comment: str | None, payload: Any, failure: Mapping[str, Any] | None) -> int | None:
     """An approval_step's decision: ledger row and state entry; returns the seq to resume with, if any."""
     from pipeline.executor import workflow_of
 
@@ -127,8 +149,9 @@ def _decide_step(runtime: Runtime, s: Session, run: RunRow, approval: ApprovalRo
         run.status = RUNNING
         queries.add_event(s, run.id, "run.resumed", approval.step, decision=decision)
         return run.dispatch_seq
-    queries.fail_run(s, run, {"reason": decision, "message": f"{approval.step} was {decision} by {by}",
-                              "comment": comment, "step": approval.step}, step=approval.step)
+    error = {"reason": decision, "message": f"{approval.step} was {decision} by {by}", "comment": comment,
+             "step": approval.step}
+    queries.fail_run(s, run, {**error, **(failure or {})}, step=approval.step)
     return None
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 InputFn = Callable[[dict, dict, dict], Any]
 Outcome = Literal["fail", "continue"]
+OnExpire = Literal["reject", "escalate"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ class ApprovalStep(StepSpec):
     expires_in: timedelta | None = None
     on_reject: Outcome = "fail"
     on_changes_requested: Outcome = "fail"
+    # What the expiry sweep does once ``expires_in`` has passed without a decision (see pipeline.expiry).
+    # Left unset it means "reject"; the workflow check fills it in whenever ``expires_in`` is given.
+    on_expire: OnExpire | None = None
+    escalate_to: str | None = None
+    escalate_expires_in: timedelta | None = None
     kind = "approval"
     ends_segment = True
 
@@ -115,6 +121,9 @@ def approval_step(
     expires_in: timedelta | None = None,
     on_reject: Outcome = "fail",
     on_changes_requested: Outcome = "fail",
+    on_expire: OnExpire | None = None,
+    escalate_to: str | None = None,
+    escalate_expires_in: timedelta | None = None,
     name: str | None = None,
 ) -> ApprovalStep:
     """Park the run until a person with ``role`` approves, rejects or requests changes.
@@ -122,9 +131,16 @@ def approval_step(
     ``on_reject="continue"`` (or ``on_changes_requested="continue"``) lets later steps handle the decision
     (it is in ``state[name]["decision"]``); the default ends the run as failed with reason ``rejected`` /
     ``changes_requested``.
+
+    ``expires_in`` is the approval's SLA. When it passes without a decision, the beat sweep
+    (``rubot.expire_approvals``) resolves it by ``on_expire``: ``"reject"`` (the default) rejects it as
+    ``rubot:expiry`` and the run fails with reason ``approval_expired`` (or continues, with
+    ``on_reject="continue"``); ``"escalate"`` hands the same approval to ``escalate_to`` with a new deadline of
+    ``escalate_expires_in`` (default: ``expires_in`` again). An escalated approval that expires is rejected.
     """
     return ApprovalStep(role=role, reason=reason, assignee=assignee, expires_in=expires_in,
-                        on_reject=on_reject, on_changes_requested=on_changes_requested, name=name)
+                        on_reject=on_reject, on_changes_requested=on_changes_requested, on_expire=on_expire,
+                        escalate_to=escalate_to, escalate_expires_in=escalate_expires_in, name=name)
 
 
 def parallel(*steps: StepSpec, **named_steps: StepSpec) -> ParallelGroup:

@@ -92,6 +92,7 @@ class Run:
         self.tokens = Usage(row.input_tokens, row.output_tokens, row.cache_write_tokens, row.cache_read_tokens)
         self.cost_micros: int = row.cost_micros
         self.counters: dict[str, int] = dict(row.counters or {})
+        self.recoveries: int = row.recoveries or 0
         self.created_at, self.started_at, self.finished_at = row.created_at, row.started_at, row.finished_at
         self._events: list[Event] | None = None
         self._approvals: list[Approval] | None = None

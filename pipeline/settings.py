@@ -27,6 +27,12 @@ class Settings:
     default_model: str = "claude-sonnet-4-5"
     anthropic_api_key: str | None = field(default=None, repr=False)
     anthropic_base_url: str | None = None
+    #: Seconds a claimed operation's lease lasts; its holder renews it every third of that.
+    lease_seconds: float = 30.0
+    #: Recoveries (take-overs from dead workers) after which a run goes to the dead letter state.
+    max_recoveries: int = 5
+    #: How often beat sweeps for approvals past their deadline (``rubot.expire_approvals``).
+    approval_sweep_seconds: float = 30.0
     result_expires: int = 3600
     visibility_timeout: int = 3600
     broker_polling_interval: float = 0.05

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from marshmallow import Schema
@@ -44,8 +45,15 @@ class Tool:
     input_schema: ClassVar[Any] = None
     output_schema: ClassVar[Any] = None
     side_effects: ClassVar[bool] = False
+    #: True when the tool passes ``self.context.idempotency_key`` to the system it changes, so repeating a call
+    #: whose outcome is unknown is safe. Without it, an interrupted side-effecting call needs a person.
+    idempotent: ClassVar[bool] = False
     #: Who may approve a call when ``requires_approval`` asks for it.
     approval_role: ClassVar[str] = "approver"
+    #: How long such an approval may wait (``None``: forever). When it passes, the beat sweep rejects the call
+    #: and the model is told the approval expired; escalation is for ``approval_step`` only.
+    approval_expires_in: ClassVar[timedelta | None] = None
+    approval_on_expire: ClassVar[str] = "reject"
 
     _input: ClassVar[type[Schema] | None]
     _output: ClassVar[type[Schema] | None]
@@ -61,6 +69,7 @@ class Tool:
             raise DefinitionError(f"{owner}.description must be a string")
         if cls.call is Tool.call:
             raise DefinitionError(f"{owner} must implement call(self, **input)")
+        _check_approval_expiry(cls)
         cls._input = schemas.make_schema(cls.input_schema, owner=owner, attribute="input_schema")
         cls._output = schemas.make_schema(cls.output_schema, owner=owner, attribute="output_schema")
         registry.tools.add(cls.name, cls)
@@ -80,6 +89,11 @@ class Tool:
         return None
 
     @classmethod
+    def approval_expires_at(cls, now: datetime) -> datetime | None:
+        """When an approval of a call requested at ``now`` expires (``None``: it never does)."""
+        return now + cls.approval_expires_in if cls.approval_expires_in is not None else None
+
+    @classmethod
     def json_schema(cls) -> dict[str, Any]:
         return schemas.json_schema(cls._input)
 
@@ -94,6 +108,19 @@ class Tool:
         return schemas.validate_output(
             type(self)._output, result, error=InvalidToolOutput, what=f"output of tool {self.name!r}"
         )
+
+
+def _check_approval_expiry(cls: type[Tool]) -> None:
+    owner = cls.__name__
+    expires_in = cls.approval_expires_in
+    if expires_in is not None and (not isinstance(expires_in, timedelta) or expires_in.total_seconds() <= 0):
+        raise DefinitionError(f"{owner}.approval_expires_in must be a positive datetime.timedelta or None, "
+                              f"got {expires_in!r}")
+    if cls.approval_on_expire != "reject":
+        # A tool call is bound to one model turn; handing it to another role would keep the agent waiting on
+        # a call whose context has moved on, so an expired call is refused and the model decides what next.
+        raise DefinitionError(f"{owner}.approval_on_expire must be \"reject\" (tool-call approvals cannot "
+                              f"escalate), got {cls.approval_on_expire!r}")
 
 
 def resolve(ref: Any, *, where: str) -> type[Tool]:

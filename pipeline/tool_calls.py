@@ -18,9 +18,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline import compiler
+from pipeline import compiler, leases
 from pipeline import policy as policies
 from pipeline.errors import InvalidToolInput, RubotError
+from pipeline.leases import Claim
 from pipeline.models.base import FINAL_ANSWER_TOOL, ModelResponse, ToolCall
 from pipeline.store import queries
 from pipeline.store.tables import (
@@ -84,11 +85,11 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
         call = next(c for c in turn.tool_calls if c.id == call_id)
         user = (run.context or {}).get("user") if isinstance(run.context, dict) else None
         if existing is not None and existing.status == CLAIMED:
-            # The tool started before a crash: its effect may have happened. Never run it twice.
-            _record(s, run, op, call, Answer(
-                "This call was interrupted and may already have taken effect; it will not be repeated. "
-                "Do not retry it.", "tool.outcome_unknown", "tool_outcome_unknown"), is_error=True, row=existing)
-            return True
+            verdict = _interrupted(runtime, s, run, agent, op, call, task_id)
+            if verdict != "retry":
+                return verdict == "held"
+            s.delete(existing)  # an idempotent tool: run it again under a fresh claim
+            s.flush()
         if call.name == READ_DATA_TOOL:
             _record(s, run, op, call, _read_data(s, run_id, call.input, agent.result_cap_bytes), is_error=None)
             return True
@@ -109,10 +110,17 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
             if gate:
                 return False
         if tool_cls.side_effects:
-            queries.add_effect(s, run_id, op, "tool_call", None, task_id, status=CLAIMED)
+            # Claimed (with a lease) before the effect, so no other delivery can run it while this one lives.
+            leases.claim(s, run_id, op, "tool_call", task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
+            queries.get_effect(s, run_id, op).result = {"tool": call.name}
             queries.add_event(s, run_id, "tool.claimed", step, op_key=op, tool=call.name)
 
-    content, is_error, event = _execute(tool, call)
+    return _run_claimed(runtime, run_id, op, call, tool, agent)
+
+
+def _run_claimed(runtime: Runtime, run_id: str, op: str, call: ToolCall, tool: Any, agent: type) -> bool:
+    with leases.heartbeat(runtime, run_id, op):
+        content, is_error, event = _execute(tool, call)
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         row = queries.get_effect(s, run_id, op)
@@ -121,6 +129,24 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
         _record(s, run, op, call, Answer(_capped(s, run_id, op, content, agent.result_cap_bytes), event),
                 is_error=is_error, row=row)
     return True
+
+
+def _interrupted(runtime: Runtime, s: Any, run: Any, agent: type, op: str, call: ToolCall,
+                 task_id: str | None) -> str:
+    """A side-effecting call is claimed: "held" (its holder lives), "set_aside" or "retry" (idempotent)."""
+    from pipeline import recovery
+
+    claim, _ = leases.claim(s, run.id, op, "tool_call", task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
+    if claim is Claim.HELD:
+        queries.add_event(s, run.id, "tool.held_elsewhere", op.split("/")[0], op_key=op, task_id=task_id)
+        return "held"
+    tool_cls = {t.name: t for t in agent._tools}.get(call.name)
+    if tool_cls is None or not tool_cls.idempotent:
+        recovery.needs_reconciliation(s, run, op, f"the call to {call.name}")
+        return "set_aside"
+    if not recovery.count_recovery(s, run, op, "lease expired", runtime.settings.max_recoveries):
+        return "set_aside"
+    return "retry"
 
 
 def _screen(s: Any, run: Any, workflow: type, agent: type, step: str, n: int, call: ToolCall,
@@ -172,7 +198,8 @@ def _approval_gate(s: Any, run: Any, op: str, call: ToolCall, tool_cls: type, re
     if approval is None:
         approval = ApprovalRow(id=queries.new_id("apr"), run_id=run.id, step=op, role=tool_cls.approval_role,
                                reason=reason, status=PENDING, kind="tool_call", tool_input=call.input,
-                               args_hash=digest, created_at=utcnow())
+                               args_hash=digest, created_at=utcnow(),
+                               expires_at=tool_cls.approval_expires_at(utcnow()))
         s.add(approval)
         run.status = WAITING
         queries.add_event(s, run.id, "approval.requested", op, approval_id=approval.id, role=approval.role,
@@ -237,6 +264,7 @@ def _record(s: Any, run: Any, op: str, call: ToolCall, answer: Answer, *, is_err
         row.result, row.status = result, DONE
     if answer.counter:
         queries.bump_counter(run, answer.counter)
+    run.updated_at = utcnow()  # progress, as far as the sweeper is concerned
     data: dict[str, Any] = {"op_key": op, "tool": call.name, "is_error": error}
     if error:
         data["message"] = answer.content[:500]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from marshmallow import Schema
@@ -29,6 +30,7 @@ from pipeline.tool import resolve as resolve_tool
 
 Unit = StepSpec | ParallelGroup
 _OUTCOMES = ("fail", "continue")
+_ON_EXPIRE = ("reject", "escalate")
 
 
 class _Namespace(dict):
@@ -143,10 +145,43 @@ def _check_step(owner: str, spec: StepSpec, seen: set[str]) -> StepSpec:
         for attr in ("on_reject", "on_changes_requested"):
             if getattr(spec, attr) not in _OUTCOMES:
                 raise DefinitionError(f"{where}: {attr} must be one of {_OUTCOMES}")
-        if spec.expires_in is not None and spec.expires_in.total_seconds() <= 0:
-            raise DefinitionError(f"{where}: expires_in must be positive")
-        return spec
+        return _check_expiry(where, spec)
     raise DefinitionError(f"{where}: unsupported step {spec!r}")
+
+
+def _check_expiry(where: str, spec: ApprovalStep) -> ApprovalStep:
+    """Validate an approval's SLA settings; an approval with ``expires_in`` always has an ``on_expire``."""
+    from dataclasses import replace
+
+    _check_duration(where, "expires_in", spec.expires_in)
+    _check_duration(where, "escalate_expires_in", spec.escalate_expires_in)
+    if spec.on_expire is not None and spec.on_expire not in _ON_EXPIRE:
+        raise DefinitionError(f"{where}: on_expire must be one of {_ON_EXPIRE}, got {spec.on_expire!r}")
+    if spec.expires_in is None:
+        if spec.on_expire is not None:
+            raise DefinitionError(f"{where}: on_expire={spec.on_expire!r} needs expires_in (when does it expire?)")
+        if spec.escalate_to is not None or spec.escalate_expires_in is not None:
+            raise DefinitionError(f"{where}: escalate_to/escalate_expires_in need expires_in and "
+                                  "on_expire=\"escalate\"")
+        return spec
+    if spec.on_expire == "escalate":
+        if not isinstance(spec.escalate_to, str) or not spec.escalate_to.strip():
+            raise DefinitionError(f"{where}: on_expire=\"escalate\" needs escalate_to, the role to escalate to")
+        if spec.escalate_to == spec.role:
+            raise DefinitionError(f"{where}: escalate_to must name another role than {spec.role!r}")
+        return spec
+    if spec.escalate_to is not None or spec.escalate_expires_in is not None:
+        raise DefinitionError(f"{where}: escalate_to/escalate_expires_in only apply with on_expire=\"escalate\"")
+    return replace(spec, on_expire="reject")
+
+
+def _check_duration(where: str, attribute: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, timedelta):
+        raise DefinitionError(f"{where}: {attribute} must be a datetime.timedelta, got {value!r}")
+    if value.total_seconds() <= 0:
+        raise DefinitionError(f"{where}: {attribute} must be positive")
 
 
 def _check_input_fn(where: str, fn: Callable[..., Any] | None) -> None:

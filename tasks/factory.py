@@ -8,7 +8,7 @@ from config import celery as celery_config
 from pipeline.models.base import ModelProvider
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
-from tasks import runs
+from tasks import expiry, recovery, runs
 
 
 def make_app(settings: Settings, *, name: str = "rubot", model: ModelProvider | None = None) -> Celery:
@@ -16,4 +16,6 @@ def make_app(settings: Settings, *, name: str = "rubot", model: ModelProvider | 
     app.config_from_object(celery_config.build(settings))
     runtime = Runtime(settings, app, model=model)
     runs.register(app, runtime)
+    recovery.register(app, runtime)
+    expiry.register(app, runtime)
     return app

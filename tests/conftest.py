@@ -86,3 +86,8 @@ def eventually(condition: Callable[[], object], *, timeout: float = 30, what: st
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.2)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the long fault-test mode (200+ runs with random worker kills)")

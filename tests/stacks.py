@@ -26,7 +26,8 @@ from pipeline.store import migrate
 from tasks.factory import make_app
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_MODULES = "tests.workflows,tests.agent_workflows,agents.conference_travel"
+WORKFLOW_MODULES = ",".join(["tests.workflows", "tests.agent_workflows", "tests.fault_workflows",
+                             "tests.expiry_workflows", "agents.conference_travel"])
 POSTGRES_ADMIN_URL = os.environ.get("RUBOT_TEST_POSTGRES_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RUBOT_TEST_REDIS", "redis://127.0.0.1:6379/15")
 

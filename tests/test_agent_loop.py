@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 
 import pytest
 
 import pipeline
-from pipeline import pricing
+from pipeline import pricing, recovery
 from pipeline.models.anthropic import AnthropicModel
 from pipeline.models.base import Usage
 from pipeline.store import queries
-from pipeline.store.tables import CLAIMED
+from pipeline.store.tables import CLAIMED, utcnow
 from pipeline.testing import MessagesStandIn, ScriptedModel, error, reply
 from tests import agent_workflows as aw
 from tests.conftest import eventually, sink_lines
@@ -197,37 +198,58 @@ def test_the_workflow_policy_denies_a_call_and_the_model_is_told(stack, model, s
     assert "under investigation" in model.requests[1].messages[-1]["content"][0]["content"]
 
 
-def test_a_side_effecting_call_claimed_before_a_crash_is_never_run_again(stack, model, sink):
-    # Given a turn whose refund call was claimed (the tool started) and the worker died before the result
-    model.add(reply(tool_uses=[("refund_order", {"order_id": 7, "amount_cents": 100}, "toolu_crash")]))
-    model.add(lambda request: final("refund state unknown"))
-    started, dead = threading.Event(), threading.Event()
+@pytest.fixture
+def blocked_refund(sink):
+    """RefundOrder.call records that it started, then hangs until released (a slow or dying worker)."""
+    started, release = threading.Event(), threading.Event()
     original = aw.RefundOrder.call
 
-    def dies_mid_effect(self, **kwargs):
+    def hangs(self, **kwargs):
+        aw.record(f"refund {kwargs['order_id']}")
         started.set()
-        dead.wait(30)  # this delivery never comes back, like a worker killed during the refund
-        return {"refund_id": "lost"}
+        release.wait(30)
+        return {"refund_id": "late"}
 
-    aw.RefundOrder.call = dies_mid_effect
-    try:
-        run = pipeline.enqueue(aw.SupportWorkflow, input=SUPPORT, context=SUPPORT_USER)
-        eventually(started.is_set, what="refund started")
-        eventually(lambda: _claimed(stack, run.id, "desk/turn-1/tool-toolu_crash"), what="claim recorded")
+    aw.RefundOrder.call = hangs
+    yield started, release
+    release.set()
+    aw.RefundOrder.call = original
 
-        # When the tool task is delivered again (the broker's redelivery of the lost message)
-        stack.app.send_task("rubot.agent_tool", args=[run.id, "desk", 1, "toolu_crash"], queue=stack.settings.queue)
-        stack.app.send_task("rubot.agent_turn", args=[run.id, "desk", 2], queue=stack.settings.queue)
 
-        # Then the refund body does not run again and the model is told the outcome is unknown
-        run = pipeline.wait(run, timeout=60)
-    finally:
-        dead.set()
-        aw.RefundOrder.call = original
+def test_a_redelivered_side_effecting_call_stands_back_while_its_holder_lives(stack, model, sink, blocked_refund):
+    started, release = blocked_refund
+    model.add(reply(tool_uses=[("refund_order", {"order_id": 7, "amount_cents": 100}, "toolu_slow")]), final())
+    run = pipeline.enqueue(aw.SupportWorkflow, input=SUPPORT, context=SUPPORT_USER)
+    eventually(started.is_set, what="refund started")
+
+    # When the same tool task is delivered again while the first delivery still holds its lease
+    stack.app.send_task("rubot.agent_tool", args=[run.id, "desk", 1, "toolu_slow"], queue=stack.settings.queue)
+    eventually(lambda: events(run, "tool.held_elsewhere"), what="duplicate stood back")
+
+    # Then only the holder runs the refund, and the run completes once it is done
+    release.set()
+    run = pipeline.wait(run, timeout=60)
     assert run.status == "completed", run.error
-    assert sink_lines(sink) == []
-    assert len(events(run, "tool.outcome_unknown")) == 1
-    assert "may already have taken effect" in model.requests[1].messages[-1]["content"][0]["content"]
+    assert sink_lines(sink) == ["refund 7"]
+
+
+def test_an_interrupted_side_effect_moves_the_run_to_needs_reconciliation(stack, model, sink, blocked_refund):
+    started, release = blocked_refund
+    model.add(reply(tool_uses=[("refund_order", {"order_id": 7, "amount_cents": 100}, "toolu_dead")]), final())
+    run = pipeline.enqueue(aw.SupportWorkflow, input=SUPPORT, context=SUPPORT_USER)
+    eventually(started.is_set, what="refund started")
+
+    # When the sweeper runs after the refund's lease ran out (its worker presumed dead)
+    later = utcnow() + timedelta(seconds=3 * stack.settings.lease_seconds)
+    assert run.id in recovery.sweep(stack.runtime, now=later)
+
+    # Then the refund is not run again: a person must reconcile it
+    run = pipeline.wait(run, timeout=30)
+    assert run.status == "needs_reconciliation"
+    assert run.error["op_key"] == "desk/turn-1/tool-toolu_dead"
+    release.set()
+    assert sink_lines(sink) == ["refund 7"]
+    assert len(model.requests) == 1
 
 
 def _claimed(stack, run_id, op):

@@ -10,7 +10,18 @@ from sqlalchemy.orm import Session
 
 from pipeline.errors import RunNotFound
 from pipeline.redact import redact
-from pipeline.store.tables import ACTIVE, DONE, FAILED, PENDING, ApprovalRow, EffectRow, EventRow, RunRow, utcnow
+from pipeline.store.tables import (
+    ACTIVE,
+    CLAIMED,
+    DONE,
+    FAILED,
+    PENDING,
+    ApprovalRow,
+    EffectRow,
+    EventRow,
+    RunRow,
+    utcnow,
+)
 
 
 def new_id(prefix: str) -> str:
@@ -54,6 +65,11 @@ def add_effect(session: Session, run_id: str, op_key: str, kind: str, result: An
 def completed_ops(session: Session, run_id: str) -> set[str]:
     return set(session.execute(
         select(EffectRow.op_key).where(EffectRow.run_id == run_id, EffectRow.status == DONE)).scalars())
+
+
+def live_claims(session: Session, run_id: str, now: Any) -> list[EffectRow]:
+    return list(session.execute(select(EffectRow).where(
+        EffectRow.run_id == run_id, EffectRow.status == CLAIMED, EffectRow.lease_expires_at >= now)).scalars())
 
 
 def effects_under(session: Session, run_id: str, prefix: str) -> dict[str, EffectRow]:

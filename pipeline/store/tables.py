@@ -15,8 +15,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 QUEUED, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED = (
     "queued", "running", "waiting_for_approval", "completed", "failed", "cancelled",
 )
-RUN_STATUSES = (QUEUED, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED)
-TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+# A run whose side effect may or may not have happened waits for a person to reconcile it; a run that kept
+# crashing its workers is set aside in the dead letter state. Neither moves on by itself.
+NEEDS_RECONCILIATION, DEAD_LETTER = "needs_reconciliation", "dead_letter"
+RUN_STATUSES = (QUEUED, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED, NEEDS_RECONCILIATION, DEAD_LETTER)
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, NEEDS_RECONCILIATION, DEAD_LETTER})
 ACTIVE = (QUEUED, RUNNING, WAITING)
 
 DONE, CLAIMED = "done", "claimed"
@@ -49,6 +52,8 @@ class RunRow(Base):
     # Bumped every time a segment of the canvas is dispatched; a resume message carries the value it expects,
     # so a duplicated resume message cannot dispatch the same steps twice.
     dispatch_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # How often the sweeper (or a redelivery) had to take over work from a dead worker.
+    recoveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -123,11 +128,17 @@ class EffectRow(Base):
     # "done" once the result is recorded; "claimed" while a side-effecting tool call is in flight (the claim
     # is committed before the effect, so a crash cannot lead to a second execution).
     status: Mapped[str] = mapped_column(String(16), default=DONE, server_default=DONE)
+    # While claimed: the holder renews this lease with a heartbeat; past it, the holder is presumed dead.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     result: Mapped[Any] = mapped_column(JSON, nullable=True)
     task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (UniqueConstraint("run_id", "op_key", name="uq_rubot_effects_run_op"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "op_key", name="uq_rubot_effects_run_op"),
+        Index("ix_rubot_effects_claimed", "lease_expires_at",
+              postgresql_where=(status == CLAIMED), sqlite_where=(status == CLAIMED)),
+    )
 
 
 class BlobRow(Base):

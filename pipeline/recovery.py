@@ -1,0 +1,145 @@
+"""Recovery from dead workers: the beat sweeper, take-overs, the dead letter and reconciliation states.
+
+``sweep`` (task ``rubot.recover``, run by beat every half lease) finds runs whose claimed work has an expired
+lease (the worker holding it died) or that made no progress for two leases with nothing claimed (a message
+was lost between a commit and its send), and re-dispatches each from its last recorded point. Every take-over
+counts as a recovery; a run that needs more than ``max_recoveries`` goes to ``dead_letter`` with its reason,
+and a side effect that may already have happened (a tool with ``side_effects`` that is not ``idempotent``)
+moves the run to ``needs_reconciliation`` instead of running again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, exists, select
+from sqlalchemy.orm import Session
+
+from pipeline.store import queries
+from pipeline.store.tables import (
+    CLAIMED,
+    DEAD_LETTER,
+    NEEDS_RECONCILIATION,
+    QUEUED,
+    RUNNING,
+    EffectRow,
+    RunRow,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
+
+log = logging.getLogger("rubot.recovery")
+
+
+def set_aside(session: Session, run: RunRow, status: str, error: dict[str, Any]) -> None:
+    run.status, run.error, run.finished_at = status, error, utcnow()
+    queries.add_event(session, run.id, f"run.{status}", error.get("op_key"), **error)
+
+
+def needs_reconciliation(session: Session, run: RunRow, op_key: str, what: str) -> None:
+    set_aside(session, run, NEEDS_RECONCILIATION, {
+        "reason": "needs_reconciliation", "op_key": op_key,
+        "message": f"{what} was interrupted and may already have taken effect; a person must check it "
+                   "before the run goes on",
+    })
+
+
+def count_recovery(session: Session, run: RunRow, op_key: str | None, why: str, max_recoveries: int) -> bool:
+    """Record a take-over; False (and the run set aside as dead letter) when there were too many."""
+    run.recoveries = (run.recoveries or 0) + 1
+    queries.add_event(session, run.id, "run.recovered", op_key, why=why, recoveries=run.recoveries)
+    if run.recoveries > max_recoveries:
+        set_aside(session, run, DEAD_LETTER, {
+            "reason": "dead_letter", "op_key": op_key, "recoveries": run.recoveries,
+            "message": f"gave up after {run.recoveries} recoveries; last: {why}",
+        })
+        return False
+    return True
+
+
+def _aware(moment: datetime) -> datetime:
+    from datetime import UTC
+
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def stuck_runs(session: Session, runtime: Runtime, now: datetime) -> dict[str, str]:
+    """Active runs that need a take-over, with why."""
+    lease = timedelta(seconds=runtime.settings.lease_seconds)
+    expired = session.execute(
+        select(EffectRow.run_id, EffectRow.op_key).join(RunRow, RunRow.id == EffectRow.run_id).where(
+            EffectRow.status == CLAIMED, EffectRow.lease_expires_at < now, RunRow.status.in_((QUEUED, RUNNING)))
+    ).all()
+    found = {run_id: f"lease on {op_key} expired" for run_id, op_key in expired}
+    live_claim = exists().where(and_(EffectRow.run_id == RunRow.id, EffectRow.status == CLAIMED,
+                                     EffectRow.lease_expires_at >= now))
+    stalled = session.execute(
+        select(RunRow.id).where(RunRow.status.in_((QUEUED, RUNNING)), RunRow.updated_at < now - 2 * lease,
+                                ~live_claim)
+    ).scalars()
+    for run_id in stalled:
+        found.setdefault(run_id, "no progress for two leases")
+    return found
+
+
+def sweep(runtime: Runtime, *, now: datetime | None = None) -> dict[str, str]:
+    """Find stuck runs and recover each; returns ``{run_id: why}`` for the runs touched."""
+    now = now or utcnow()
+    with runtime.db.transaction() as s:
+        stuck = stuck_runs(s, runtime, now)
+    for run_id, why in stuck.items():
+        try:
+            recover(runtime, run_id, why, now=now)
+        except Exception:  # one bad run must not stop the others from being recovered
+            log.exception("recovering run %s failed", run_id)
+    return stuck
+
+
+def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = None) -> bool:
+    """Take a stuck run over: release dead claims and dispatch the rest of its plan again."""
+    from pipeline import dispatch
+    from pipeline.executor import workflow_of
+
+    now = now or utcnow()
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        if run.status not in (QUEUED, RUNNING):
+            return False
+        workflow = workflow_of(runtime, run.workflow)
+        dead = [r for r in queries.effects(s, run_id)
+                if r.status == CLAIMED and r.lease_expires_at is not None and _aware(r.lease_expires_at) < now]
+        if not dead and queries.live_claims(s, run_id, now):
+            return False  # someone is working on it after all
+        if not count_recovery(s, run, dead[0].op_key if dead else None, why, runtime.settings.max_recoveries):
+            return False
+        for row in dead:
+            if _uncertain(workflow, row):
+                needs_reconciliation(s, run, row.op_key, f"{row.op_key} ({row.kind})")
+                return False
+            s.delete(row)
+        seq = run.dispatch_seq
+    dispatch.resume(runtime, run_id, seq)
+    return True
+
+
+def _uncertain(workflow: type, row: EffectRow) -> bool:
+    """Whether re-running ``row``'s work could repeat a side effect that may have happened."""
+    from pipeline.dsl import ToolStep
+
+    if row.kind == "tool":
+        spec = workflow._steps.get(row.op_key)
+        tool = spec.tool if isinstance(spec, ToolStep) else None
+    elif row.kind == "tool_call":
+        step = workflow._steps.get(row.op_key.split("/")[0])
+        name = (row.result or {}).get("tool") if row.result else None
+        tools = {t.name: t for t in getattr(getattr(step, "agent", None), "_tools", ())}
+        tool = tools.get(name) if name else None
+        if tool is None:
+            return True  # cannot tell which tool it was: do not guess
+    else:
+        return False
+    return bool(tool is not None and tool.side_effects and not getattr(tool, "idempotent", False))

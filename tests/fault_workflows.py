@@ -1,0 +1,70 @@
+"""Workflows for the fault tests. Their tools write to an external sink: a file named by ``RUBOT_TEST_SINK`` that
+plays the downstream system, keyed by the idempotency key Rubot hands every call (as a payment API would be)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import time
+from pathlib import Path
+
+from marshmallow import fields
+
+from pipeline import Tool, Workflow, step, tool_step
+
+
+def deliver(key: str, run_id: str, op: str) -> None:
+    """One attempt at the downstream effect; the downstream keeps one effect per key."""
+    with Path(os.environ["RUBOT_TEST_SINK"]).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(f"{key} {run_id} {op}\n")
+
+
+class Charge(Tool):
+    description = "Charge the customer through an API that honours idempotency keys."
+    side_effects = True
+    idempotent = True
+    input_schema = {"amount": fields.Integer(required=True)}
+    output_schema = {"charged": fields.Integer(required=True)}
+
+    def call(self, *, amount):
+        time.sleep(random.uniform(0, 0.15))  # widen the window in which a kill lands mid-effect
+        deliver(self.context.idempotency_key, self.context.run_id, self.context.op_key)
+        time.sleep(random.uniform(0, 0.1))
+        return {"charged": amount}
+
+
+class FaultWorkflow(Workflow):
+    input_schema = {"amount": fields.Integer(required=True)}
+    charge = tool_step(Charge, input=lambda input, state, context: {"amount": input["amount"]})
+
+    @step
+    def compute(self):
+        time.sleep(random.uniform(0, 0.1))
+        return {"total": self.run.state["charge"]["charged"] * 2}
+
+    notify = tool_step(Charge, input=lambda input, state, context: {"amount": state["compute"]["total"]})
+
+
+class Poison(Tool):
+    description = "Kills the worker process that runs it, every time."
+    input_schema = {}
+
+    def call(self):
+        os.kill(os.getpid(), 9)
+
+
+class PoisonWorkflow(Workflow):
+    die = tool_step(Poison)
+
+
+class SlowWorkflow(Workflow):
+    input_schema = {"seconds": fields.Float(required=True)}
+
+    @step
+    def slow(self):
+        deliver(f"start-{self.run.id}", self.run.id, "slow-start")
+        time.sleep(self.run.input["seconds"])
+        deliver(f"end-{self.run.id}", self.run.id, "slow-end")
+        return {"slept": self.run.input["seconds"]}

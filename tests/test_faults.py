@@ -1,0 +1,124 @@
+"""Fault tests on real processes: SIGKILLed workers, a poison step, a step slower than the visibility timeout.
+
+Redis + Postgres, ``celery worker`` subprocesses, effects counted at an external sink (not the ledger), and a
+minimum number of completed runs asserted in every test so nothing passes trivially. ``pytest --long`` runs the
+kill test over 200 runs instead of 50.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import pytest
+
+import pipeline
+from pipeline import recovery
+from tests import fault_workflows as fw
+from tests.conftest import eventually, sink_lines
+
+FAST = {"RUBOT_LEASE_SECONDS": "2", "RUBOT_VISIBILITY_TIMEOUT": "4", "RUBOT_MAX_RECOVERIES": "25"}
+
+
+@pytest.fixture
+def faulty(production, sink, monkeypatch):
+    """The production stack with short leases, for workers and for the sweeper this test process runs."""
+    monkeypatch.setenv("RUBOT_TEST_SINK", str(sink))
+    production.env.update({**FAST, "RUBOT_TEST_SINK": str(sink)})
+    from dataclasses import replace
+
+    production.runtime.settings = replace(production.runtime.settings, lease_seconds=2.0, max_recoveries=25)
+    return production
+
+
+def sweep_until(stack, done, *, timeout: float, what: str):
+    """Act as beat: sweep every half lease until ``done()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = done()
+        if value:
+            return value
+        recovery.sweep(stack.runtime)
+        time.sleep(stack.runtime.settings.lease_seconds / 2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_sigkill_at_random_moments_loses_no_run_and_repeats_no_effect(faulty, sink, request):
+    runs_wanted = 200 if request.config.getoption("--long") else 50
+    rng = random.Random(1234)
+    worker = faulty.start_worker_process(concurrency=2)
+    ids = [pipeline.enqueue(fw.FaultWorkflow, input={"amount": n}).id for n in range(runs_wanted)]
+    kills = 0
+
+    def finished() -> bool:
+        statuses = Counter(r.status for r in pipeline.list_runs(workflow="FaultWorkflow", limit=runs_wanted))
+        return statuses["completed"] + statuses["failed"] + statuses["dead_letter"] == runs_wanted
+
+    try:
+        deadline = time.monotonic() + 240
+        while not finished() and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.2, 1.2))
+            worker.kill()
+            kills += 1
+            worker = faulty.start_worker_process(concurrency=2)
+            recovery.sweep(faulty.runtime)
+        sweep_until(faulty, finished, timeout=120, what="all runs to finish")
+    finally:
+        worker.stop()
+
+    runs = [pipeline.get_run(i) for i in ids]
+    statuses = Counter(r.status for r in runs)
+    lines = [line.split() for line in sink_lines(sink)]
+    effects = Counter((run_id, op) for _key, run_id, op in {tuple(line) for line in lines})
+    keys_per_op = Counter((run_id, op) for key, run_id, op in {tuple(line) for line in lines})
+    attempts = len(lines)
+    recoveries = sum(r.recoveries for r in runs)
+    print(f"\nfault figures: runs={runs_wanted} kills={kills} recoveries={recoveries} "
+          f"completed={statuses['completed']} "
+          f"effects={sum(effects.values())} attempts={attempts} duplicate_effects="
+          f"{sum(1 for c in keys_per_op.values() if c > 1)} statuses={dict(statuses)}")
+    assert kills >= 3
+    assert statuses == {"completed": runs_wanted}  # 0 lost runs
+    # every run charged and notified exactly once downstream: one idempotency key per operation
+    assert set(effects) == {(r.id, op) for r in runs for op in ("charge", "notify")}
+    assert all(count == 1 for count in keys_per_op.values())
+    assert all(r.output == {"charged": r.input["amount"] * 2} for r in runs)
+
+
+def test_a_step_that_kills_its_worker_every_time_goes_to_dead_letter_and_others_finish(faulty, sink):
+    faulty.env["RUBOT_MAX_RECOVERIES"] = "2"
+    from dataclasses import replace
+
+    faulty.runtime.settings = replace(faulty.runtime.settings, max_recoveries=2)
+    worker = faulty.start_worker_process(concurrency=2)
+    try:
+        poison = pipeline.enqueue(fw.PoisonWorkflow)
+        healthy = [pipeline.enqueue(fw.FaultWorkflow, input={"amount": n}) for n in range(5)]
+        sweep_until(faulty, lambda: pipeline.get_run(poison.id).status == "dead_letter"
+                    and all(pipeline.get_run(r.id).status == "completed" for r in healthy),
+                    timeout=120, what="poison set aside, healthy runs done")
+    finally:
+        worker.stop()
+
+    poison = pipeline.get_run(poison.id)
+    assert poison.error["reason"] == "dead_letter"
+    assert poison.error["recoveries"] == 3
+    assert [e.type for e in poison.events].count("run.recovered") == 3
+    assert all(pipeline.get_run(r.id).output == {"charged": r.input["amount"] * 2} for r in healthy)
+
+
+def test_a_step_slower_than_the_visibility_timeout_never_runs_twice_at_once(faulty, sink):
+    # Redis hands the unacknowledged message to another worker after 4 s; the step takes 7 s.
+    worker = faulty.start_worker_process(concurrency=2)
+    try:
+        run = pipeline.enqueue(fw.SlowWorkflow, input={"seconds": 7})
+        run = pipeline.wait(run, timeout=60)
+        eventually(lambda: "step.held_elsewhere" in [e.type for e in run.refresh().events], timeout=20,
+                   what="the redelivered copy to stand back")
+    finally:
+        worker.stop()
+
+    assert run.status == "completed"
+    ops = [line.split()[2] for line in sink_lines(sink)]
+    assert ops == ["slow-start", "slow-end"]  # one execution, never overlapping
