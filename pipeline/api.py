@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import current_task
 
-from pipeline import registry, runtime, schemas
+from pipeline import admission, registry, runtime, schemas
 from pipeline.compiler import RESUME_TASK
 from pipeline.errors import DefinitionError, RunError, WaitInsideTaskError, WaitTimeout
 from pipeline.runs import Run
@@ -53,6 +53,7 @@ def create(rt: runtime.Runtime, workflow: type[Workflow] | str, *, input: Any = 
             rt.send(RESUME_TASK, run_id, 0)
             return run_id
         s.add(RunRow(id=run_id, workflow=cls.name, status=QUEUED, input=data, context=context, subject=subject,
+                     user_id=admission.user_of(context), subject_key=admission.subject_key(subject),
                      state={}, dispatch_seq=0, created_at=utcnow()))
         s.flush()  # the run row first: events reference it
         queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pipeline import admission
 from pipeline.errors import InvalidRunState
 from pipeline.store import queries
 from pipeline.store.tables import CANCELLED, PENDING, TERMINAL, utcnow
@@ -26,3 +27,4 @@ def cancel(runtime: Runtime, run_id: str, *, by: str | None = None, reason: str 
         run.status, run.finished_at = CANCELLED, utcnow()
         run.error = {"reason": "cancelled", "message": reason or "cancelled", "by": by}
         queries.add_event(s, run_id, "run.cancelled", by=by, reason=reason, previous_status=previous)
+    admission.admit_next(runtime)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pipeline import compiler
+from pipeline import admission, compiler
 from pipeline.executor import workflow_of
 from pipeline.store import queries
 from pipeline.store.tables import COMPLETED, QUEUED, RUNNING, utcnow
@@ -32,6 +32,11 @@ def resume(runtime: Runtime, run_id: str, expected_seq: int | None = None) -> li
             log.info("run %s: stale resume (seq %s, now %s) ignored", run_id, expected_seq, run.dispatch_seq)
             return []
         workflow = workflow_of(runtime, run.workflow)
+        if run.status == QUEUED:
+            reason = admission.refusal(s, runtime, run, workflow)
+            if reason is not None:
+                admission.note_waiting(s, run, reason)
+                return []  # stays queued; admit_next asks again when a slot frees
         canvas, names = compiler.segment(runtime.app, workflow, run_id, queries.completed_ops(s, run_id),
                                          queue=runtime.settings.queue)
         run.dispatch_seq += 1
@@ -58,6 +63,7 @@ def finish(runtime: Runtime, run_id: str) -> bool:
         run.status, run.finished_at = COMPLETED, utcnow()
         run.output = (run.state or {}).get(workflow.output_step())
         queries.add_event(s, run_id, "run.completed")
+    admission.admit_next(runtime)
     return True
 
 

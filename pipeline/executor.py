@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from pipeline import agent_loop, approvals, bodies, leases, recovery, registry
+from pipeline import admission, agent_loop, approvals, bodies, leases, recovery, registry
 from pipeline.dsl import AgentStep, ApprovalStep
 from pipeline.errors import RubotError, StepFailed
 from pipeline.leases import Claim
@@ -133,4 +133,5 @@ def _fail(runtime: Runtime, run_id: str, step_name: str, error: dict) -> Outcome
         leases.drop(s, run_id, step_name)
         queries.add_event(s, run_id, "step.failed", step_name, **error)
         queries.fail_run(s, run, {**error, "step": step_name}, step=step_name)
+    admission.admit_next(runtime)
     return Outcome.HALT

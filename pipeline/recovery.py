@@ -77,9 +77,10 @@ def stuck_runs(session: Session, runtime: Runtime, now: datetime) -> dict[str, s
     found = {run_id: f"lease on {op_key} expired" for run_id, op_key in expired}
     live_claim = exists().where(and_(EffectRow.run_id == RunRow.id, EffectRow.status == CLAIMED,
                                      EffectRow.lease_expires_at >= now))
+    started = ~((RunRow.status == QUEUED) & (RunRow.dispatch_seq == 0))  # never-started runs wait for a slot
     stalled = session.execute(
         select(RunRow.id).where(RunRow.status.in_((QUEUED, RUNNING)), RunRow.updated_at < now - 2 * lease,
-                                ~live_claim)
+                                ~live_claim, started)
     ).scalars()
     for run_id in stalled:
         found.setdefault(run_id, "no progress for two leases")
@@ -96,6 +97,9 @@ def sweep(runtime: Runtime, *, now: datetime | None = None) -> dict[str, str]:
             recover(runtime, run_id, why, now=now)
         except Exception:  # one bad run must not stop the others from being recovered
             log.exception("recovering run %s failed", run_id)
+    from pipeline import admission
+
+    admission.admit_next(runtime)  # queued runs whose slot freed without a nudge (or whose message was lost)
     return stuck
 
 

@@ -27,6 +27,9 @@ class Settings:
     default_model: str = "claude-sonnet-4-5"
     anthropic_api_key: str | None = field(default=None, repr=False)
     anthropic_base_url: str | None = None
+    #: Concurrency caps on runs in ``running`` (see pipeline/admission.py).
+    max_running: int = 50
+    max_running_per_user: int = 5
     #: Seconds a claimed operation's lease lasts; its holder renews it every third of that.
     lease_seconds: float = 30.0
     #: Recoveries (take-overs from dead workers) after which a run goes to the dead letter state.

@@ -228,6 +228,10 @@ class Workflow(metaclass=WorkflowMeta):
     max_turns: ClassVar[int | None] = None
     max_tokens: ClassVar[int | None] = None
     max_cost: ClassVar[float | None] = None
+    #: Concurrency caps of this workflow (tighter than the settings'); one active run per subject if True.
+    max_running: ClassVar[int | None] = None
+    max_running_per_user: ClassVar[int | None] = None
+    one_active_per_subject: ClassVar[bool] = False
     #: A :class:`pipeline.policy.Policy` consulted on every tool call an agent makes.
     policy: ClassVar[Any] = None
 

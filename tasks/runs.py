@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from pipeline import agent_loop, api, compiler, dispatch, executor, tool_calls
+from pipeline import admission, agent_loop, api, compiler, dispatch, executor, tool_calls
 from pipeline.errors import ModelError, ModelUnavailable
 from pipeline.runtime import Runtime
 
@@ -26,6 +26,7 @@ def register(app: Celery, runtime: Runtime) -> None:
         outcome = executor.execute_step(runtime, run_id, step_name, task_id=self.request.id)
         if outcome is not executor.Outcome.CONTINUE:
             self.request.chain = None  # the run is parked, failed or cancelled: send nothing after this step
+            admission.admit_next(runtime)  # a parked or finished run frees its slot
         # Chord members return their own id so the join can forget their result keys.
         return self.request.id
 

@@ -277,3 +277,19 @@ def test_manual_workflow_output_names_the_approval_payload(stack):
 def _exists(stack, run_id: str) -> bool:
     with stack.runtime.db.transaction() as s:
         return s.get(RunRow, run_id) is not None
+
+
+def test_one_active_run_per_subject_waits_in_queued_until_the_first_ends(stack, sink):
+    first = pipeline.run(workflows.OnePerSubjectWorkflow, input={"sink": str(sink)}, subject="order:1", timeout=60)
+    assert first.waiting_for_approval
+
+    second = pipeline.enqueue(workflows.OnePerSubjectWorkflow, input={"sink": str(sink)}, subject="order:1")
+    eventually(lambda: "run.waiting_for_slot" in event_types(second), what="second run held back")
+    assert pipeline.get_run(second.id).status == "queued"
+    other = pipeline.run(workflows.OnePerSubjectWorkflow, input={"sink": str(sink)}, subject="order:2", timeout=60)
+    assert other.waiting_for_approval  # another subject is not held back
+
+    first.cancel()
+    second = pipeline.wait(second, timeout=60)
+    assert second.waiting_for_approval
+    assert sink_lines(sink).count(f"{second.id} prepare") == 1

@@ -122,3 +122,51 @@ def test_a_step_slower_than_the_visibility_timeout_never_runs_twice_at_once(faul
     assert run.status == "completed"
     ops = [line.split()[2] for line in sink_lines(sink)]
     assert ops == ["slow-start", "slow-end"]  # one execution, never overlapping
+
+
+def test_two_hundred_launches_by_ten_users_never_exceed_the_caps_and_all_complete(production, sink, monkeypatch):
+    import threading
+    from dataclasses import replace
+
+    from sqlalchemy import func, select
+
+    from pipeline.store.tables import RunRow
+
+    # Given tight caps (2 per user, 5 overall) for the workers and for this process
+    monkeypatch.setenv("RUBOT_TEST_SINK", str(sink))
+    production.env.update({"RUBOT_MAX_RUNNING": "5", "RUBOT_MAX_RUNNING_PER_USER": "2", "RUBOT_TEST_SINK": str(sink)})
+    production.runtime.settings = replace(production.runtime.settings, max_running=5, max_running_per_user=2)
+    samples: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # what SQL says is running, as often as it can be asked
+        while not stop.is_set():
+            with production.runtime.db.transaction() as s:
+                rows = s.execute(select(RunRow.user_id, func.count()).where(RunRow.status == "running")
+                                 .group_by(RunRow.user_id)).all()
+            samples.append((sum(c for _, c in rows), max((c for _, c in rows), default=0)))
+
+    worker = production.start_worker_process(concurrency=4)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        # When 10 users launch 200 runs at once
+        ids = [pipeline.enqueue(fw.SlowWorkflow, input={"seconds": 0.05},
+                                context={"user": {"id": f"user-{n % 10}"}}).id for n in range(200)]
+        sweep_until(production, lambda: all(pipeline.get_run(i).status == "completed" for i in ids[-20:])
+                    and all(pipeline.get_run(i).status == "completed" for i in ids), timeout=180,
+                    what="all 200 runs to complete")
+    finally:
+        stop.set()
+        sampler.join(5)
+        worker.stop()
+
+    # Then every run completed, runs over a cap waited in queued, and the caps held at every sample
+    total_max, per_user_max = max(t for t, _ in samples), max(u for _, u in samples)
+    waited = sum(1 for i in ids if "run.waiting_for_slot" in [e.type for e in pipeline.get_run(i).events])
+    print(f"\ncaps figures: runs=200 samples={len(samples)} max_running={total_max} max_per_user={per_user_max} "
+          f"waited_for_slot={waited}")
+    assert len(samples) > 50
+    assert total_max <= 5 and per_user_max <= 2
+    assert total_max == 5  # the cap was reached, so it was tested
+    assert waited > 0

@@ -116,3 +116,7 @@ class SlowWorkflow(Workflow):
 
     manager = approval_step(role="manager")
     after = _record("after")
+
+
+class OnePerSubjectWorkflow(ApprovalWorkflow):
+    one_active_per_subject = True

@@ -46,6 +46,9 @@ class RunRow(Base):
     input: Mapped[Any] = mapped_column(JSON, nullable=True)
     context: Mapped[Any] = mapped_column(JSON, nullable=True)
     subject: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # Derived at enqueue for the concurrency caps: context["user"]["id"] (or the user string) and the subject.
+    user_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    subject_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
     state: Mapped[Any] = mapped_column(JSON, default=dict)
     output: Mapped[Any] = mapped_column(JSON, nullable=True)
     error: Mapped[Any] = mapped_column(JSON, nullable=True)
@@ -68,6 +71,8 @@ class RunRow(Base):
 
     __table_args__ = (
         Index("ix_rubot_runs_status_created", "status", "created_at"),
+        Index("ix_rubot_runs_user_status", "user_id", "status"),
+        Index("ix_rubot_runs_subject_status", "subject_key", "status"),
         Index("ix_rubot_runs_active", "workflow", "status",
               postgresql_where=(status.in_(ACTIVE)), sqlite_where=(status.in_(ACTIVE))),
     )

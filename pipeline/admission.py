@@ -1,0 +1,83 @@
+"""Concurrency caps, enforced in SQL: a run over a cap waits in ``queued`` and starts when a slot frees.
+
+Caps count runs in ``running`` (a run parked for approval holds no slot): at most ``max_running_per_user``
+per user (``context["user"]["id"]``, or ``context["user"]`` when it is a string) and ``max_running`` overall
+(settings, 5 and 50 by default); a Workflow may set tighter ``max_running`` / ``max_running_per_user`` of its
+own, and ``one_active_per_subject = True`` to allow one active run per ``subject``. Admission decisions are
+serialized (a Postgres advisory lock; SQLite's write lock), so two workers cannot both take the last slot.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from pipeline.store import queries
+from pipeline.store.tables import QUEUED, RUNNING, WAITING, RunRow
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
+
+ADMISSION_LOCK = 0x72_75_62_6F  # "rubo"
+
+
+def user_of(context: Any) -> str | None:
+    user = context.get("user") if isinstance(context, dict) else None
+    if isinstance(user, dict):
+        user = user.get("id")
+    return str(user)[:200] if user is not None else None
+
+
+def subject_key(subject: Any) -> str | None:
+    return None if subject is None else json.dumps(subject, sort_keys=True)[:500]
+
+
+def _running(session: Session, *conditions: Any) -> int:
+    return session.execute(select(func.count()).select_from(RunRow).where(RunRow.status == RUNNING,
+                                                                          *conditions)).scalar_one()
+
+
+def refusal(session: Session, runtime: Runtime, run: RunRow, workflow: type) -> str | None:
+    """Why ``run`` cannot start now (``None``: it may). Call with the run row locked."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK})
+    settings = runtime.settings
+    limit = min(settings.max_running, getattr(workflow, "max_running", None) or settings.max_running)
+    if _running(session) >= settings.max_running:
+        return f"{settings.max_running} runs are running"
+    if getattr(workflow, "max_running", None) and _running(session, RunRow.workflow == run.workflow) >= limit:
+        return f"{limit} {run.workflow} runs are running"
+    per_user = getattr(workflow, "max_running_per_user", None) or settings.max_running_per_user
+    if run.user_id is not None and _running(session, RunRow.user_id == run.user_id) >= per_user:
+        return f"user {run.user_id} has {per_user} runs running"
+    if getattr(workflow, "one_active_per_subject", False) and run.subject_key is not None:
+        other = session.execute(select(RunRow.id).where(
+            RunRow.subject_key == run.subject_key, RunRow.status.in_((RUNNING, WAITING)), RunRow.id != run.id,
+        ).limit(1)).scalar_one_or_none()
+        if other is not None:
+            return f"run {other} is active for the same subject"
+    return None
+
+
+def admit_next(runtime: Runtime, *, limit: int = 50) -> int:
+    """Ask queued runs that never started to try again (oldest first); returns how many were nudged."""
+    from pipeline.compiler import RESUME_TASK
+
+    with runtime.db.transaction() as s:
+        free = runtime.settings.max_running - _running(s)
+        if free <= 0:
+            return 0
+        waiting = s.execute(select(RunRow.id).where(RunRow.status == QUEUED, RunRow.dispatch_seq == 0)
+                            .order_by(RunRow.created_at).limit(min(limit, free * 4))).scalars().all()
+    for run_id in waiting:
+        runtime.send(RESUME_TASK, run_id, 0)
+    return len(waiting)
+
+
+def note_waiting(session: Session, run: RunRow, reason: str) -> None:
+    """One event per run the first time it has to wait for a slot."""
+    if not any(e.type == "run.waiting_for_slot" for e in queries.events(session, run.id)[-5:]):
+        queries.add_event(session, run.id, "run.waiting_for_slot", None, reason=reason)
