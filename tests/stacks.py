@@ -125,15 +125,15 @@ def embedded_stack(tmp: Path) -> Stack:
     return Stack("embedded", env, home)
 
 
-def production_stack(tmp: Path, *, database: str) -> Stack:
+def production_stack(tmp: Path, *, database: str, redis_url: str = REDIS_URL) -> Stack:
     require_services()
     import redis
 
     url = create_postgres_database(database)
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_url).flushdb()
     home = tmp / "production"
-    env = {"RUBOT_HOME": str(home), "RUBOT_DATABASE_URL": url, "RUBOT_BROKER_URL": REDIS_URL,
-           "RUBOT_RESULT_BACKEND": REDIS_URL, "RUBOT_QUEUE": f"rubot-test-{uuid.uuid4().hex[:8]}",
+    env = {"RUBOT_HOME": str(home), "RUBOT_DATABASE_URL": url, "RUBOT_BROKER_URL": redis_url,
+           "RUBOT_RESULT_BACKEND": redis_url, "RUBOT_QUEUE": f"rubot-test-{uuid.uuid4().hex[:8]}",
            "RUBOT_WORKFLOW_MODULES": WORKFLOW_MODULES, "RUBOT_SITES": "seeded", "RUBOT_LOG_LEVEL": "WARNING"}
     return Stack("redis_postgres", env, home)
 

@@ -170,3 +170,99 @@ def test_two_hundred_launches_by_ten_users_never_exceed_the_caps_and_all_complet
     assert total_max <= 5 and per_user_max <= 2
     assert total_max == 5  # the cap was reached, so it was tested
     assert waited > 0
+
+
+def _assert_all_effects_once(runs, sink) -> None:
+    lines = {tuple(line.split()) for line in sink_lines(sink)}
+    keys_per_op = Counter((run_id, op) for _key, run_id, op in lines)
+    assert set(keys_per_op) == {(r.id, op) for r in runs for op in ("charge", "notify")}
+    assert all(count == 1 for count in keys_per_op.values())
+
+
+def test_a_redis_server_killed_and_restarted_mid_run_loses_no_run(tmp_path, sink, monkeypatch):
+    import shutil
+    import subprocess
+    import uuid
+    from dataclasses import replace
+
+    from pipeline import runtime as rubot_runtime
+    from tests import stacks
+
+    # Given a throwaway Redis (it keeps nothing on disk: a restart loses every queued message)
+    port = 6390 + random.Random().randrange(50)
+    server = shutil.which("redis-server")
+    assert server, "redis-server is needed"
+    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+    def start_redis() -> subprocess.Popen:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        eventually(lambda: stacks.port_open("127.0.0.1", port), timeout=20, what="redis-server up")
+        return process
+
+    redis_process = start_redis()
+    database = f"rubot_test_{uuid.uuid4().hex[:8]}"
+    stack = stacks.production_stack(tmp_path, database=database, redis_url=f"redis://127.0.0.1:{port}/0")
+    stack.migrate()
+    monkeypatch.setenv("RUBOT_TEST_SINK", str(sink))
+    stack.env.update({**FAST, "RUBOT_TEST_SINK": str(sink)})
+    stack.runtime.settings = replace(stack.runtime.settings, lease_seconds=2.0, max_recoveries=25)
+    previous = rubot_runtime.install(stack.runtime)
+    worker = stack.start_worker_process(concurrency=2)
+    try:
+        runs = [pipeline.enqueue(fw.FaultWorkflow, input={"amount": n}) for n in range(20)]
+        eventually(lambda: len(sink_lines(sink)) >= 5, timeout=60, what="runs under way")
+
+        # When Redis is killed mid-run and comes back empty a moment later
+        redis_process.kill()
+        redis_process.wait(10)
+        redis_process = start_redis()
+
+        # Then the sweeper re-dispatches what was lost and every run finishes, each effect once
+        sweep_until(stack, lambda: all(pipeline.get_run(r.id).status == "completed" for r in runs), timeout=180,
+                    what="all runs after the Redis restart")
+        final = [pipeline.get_run(r.id) for r in runs]
+        print(f"\nredis restart figures: runs=20 recoveries={sum(r.recoveries for r in final)}")
+        _assert_all_effects_once(final, sink)
+    finally:
+        worker.stop()
+        redis_process.kill()
+        rubot_runtime.install(previous)
+        stack.runtime.db.dispose()
+        stacks.drop_postgres_database(database)
+
+
+def test_postgres_connections_terminated_mid_run_lose_no_run_and_repeat_no_effect(faulty, sink):
+    from sqlalchemy import create_engine, text
+
+    from pipeline.store.db import Database
+
+    worker = faulty.start_worker_process(concurrency=2)
+    database = Database(faulty.settings.database_url)
+    admin = create_engine(stacks_admin_url(), isolation_level="AUTOCOMMIT")
+    terminated = 0
+    try:
+        runs = [pipeline.enqueue(fw.FaultWorkflow, input={"amount": n}) for n in range(20)]
+        for _ in range(4):  # When every connection to the database is cut, four times during the runs
+            eventually(lambda: len(sink_lines(sink)) >= 2, timeout=60, what="runs under way")
+            time.sleep(random.uniform(0.2, 0.6))
+            with admin.connect() as conn:
+                terminated += conn.execute(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database.engine.url.database}
+                ).scalar_one()
+        # Then the workers reconnect and retry, and every run completes with each effect once
+        sweep_until(faulty, lambda: all(pipeline.get_run(r.id).status == "completed" for r in runs), timeout=180,
+                    what="all runs after the terminations")
+    finally:
+        worker.stop()
+        admin.dispose()
+        database.dispose()
+    print(f"\npostgres figures: runs=20 connections_terminated={terminated}")
+    assert terminated >= 4
+    _assert_all_effects_once(runs, sink)
+
+
+def stacks_admin_url() -> str:
+    from tests.stacks import POSTGRES_ADMIN_URL
+
+    return POSTGRES_ADMIN_URL
