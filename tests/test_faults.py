@@ -266,3 +266,37 @@ def stacks_admin_url() -> str:
     from tests.stacks import POSTGRES_ADMIN_URL
 
     return POSTGRES_ADMIN_URL
+
+
+def test_recovery_after_a_worker_sigkill_takes_at_most_two_lease_intervals(production, sink, monkeypatch):
+    from dataclasses import replace
+    from datetime import UTC
+
+    from pipeline.store.tables import utcnow
+
+    lease = 3.0
+    monkeypatch.setenv("RUBOT_TEST_SINK", str(sink))
+    production.env.update({"RUBOT_LEASE_SECONDS": str(lease), "RUBOT_VISIBILITY_TIMEOUT": "3600",
+                           "RUBOT_TEST_SINK": str(sink)})
+    production.runtime.settings = replace(production.runtime.settings, lease_seconds=lease)
+    worker = production.start_worker_process(concurrency=1)
+    try:
+        run = pipeline.enqueue(fw.SlowWorkflow, input={"seconds": 4})
+        eventually(lambda: sink_lines(sink), what="the slow step to start")
+        # When the worker is SIGKILLed mid-step (Redis would only redeliver after an hour)
+        worker.kill()
+        killed_at = utcnow()
+        worker = production.start_worker_process(concurrency=1)
+        # Then the sweeper (acting as beat, every half lease) takes the run over
+        recovered = sweep_until(production, lambda: next(
+            (e for e in pipeline.get_run(run.id).events if e.type == "run.recovered"), None),
+            timeout=30, what="the run to be recovered")
+        run = pipeline.wait(run, timeout=60)
+    finally:
+        worker.stop()
+
+    at = recovered.created_at if recovered.created_at.tzinfo else recovered.created_at.replace(tzinfo=UTC)
+    seconds = (at - killed_at).total_seconds()
+    print(f"\nrecovery figures: lease={lease}s recovered_after={seconds:.2f}s bound={2 * lease}s")
+    assert run.status == "completed"
+    assert seconds <= 2 * lease
