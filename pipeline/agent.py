@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 
 import marshmallow
@@ -10,7 +9,7 @@ from marshmallow import Schema
 
 from pipeline import registry, schemas
 from pipeline.errors import DefinitionError, InvalidAgentInput, InvalidAgentOutput
-from pipeline.tool import Tool, resolve, snake_case
+from pipeline.tool import Tool, assign_name, resolve
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
 
@@ -48,10 +47,7 @@ class Agent:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         owner = cls.__name__
-        if "name" not in cls.__dict__:
-            cls.name = snake_case(owner)
-        if not isinstance(cls.name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", cls.name):
-            raise DefinitionError(f"{owner}.name must be 1-64 letters, digits, '_' or '-', got {cls.name!r}")
+        assign_name(cls)
         if not isinstance(cls.instructions, str) or not cls.instructions.strip():
             raise DefinitionError(f"{owner}.instructions must be a non-empty string")
         if cls.output_schema is None:

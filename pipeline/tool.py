@@ -18,6 +18,15 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
+def assign_name(cls: type) -> None:
+    """Default ``cls.name`` to the snake_case class name and check it is usable as a model tool name."""
+    if "name" not in cls.__dict__:
+        cls.name = snake_case(cls.__name__)  # type: ignore[attr-defined]
+    name = cls.name  # type: ignore[attr-defined]
+    if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
+        raise DefinitionError(f"{cls.__name__}.name must be 1-64 letters, digits, '_' or '-', got {name!r}")
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """What a tool knows about the call it serves. Ids only: never the transcript."""
@@ -61,10 +70,7 @@ class Tool:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         owner = cls.__name__
-        if "name" not in cls.__dict__:
-            cls.name = snake_case(owner)
-        if not isinstance(cls.name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", cls.name):
-            raise DefinitionError(f"{owner}.name must be 1-64 letters, digits, '_' or '-', got {cls.name!r}")
+        assign_name(cls)
         if not isinstance(cls.description, str):
             raise DefinitionError(f"{owner}.description must be a string")
         if cls.call is Tool.call:

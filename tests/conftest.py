@@ -16,6 +16,7 @@ import pytest
 from pipeline import inprocess
 from pipeline import runtime as rubot_runtime
 from pipeline.models.guard import forbid_network_models
+from pipeline.testing import ScriptedModel
 from tests import stacks
 
 os.environ.setdefault("RUBOT_SITES", "seeded")  # the reference fetch tool must never reach the internet here
@@ -60,6 +61,16 @@ def production(tmp_path: Path) -> Iterator[stacks.Stack]:
     rubot_runtime.install(previous)
     current.runtime.db.dispose()
     stacks.drop_postgres_database(database)
+
+
+@pytest.fixture
+def model(stack: stacks.Stack, sink: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedModel]:
+    """The stack's model swapped for a script (the worker threads share the runtime); tools write to ``sink``."""
+    monkeypatch.setenv("RUBOT_TEST_SINK", str(sink))
+    scripted = ScriptedModel()
+    previous, stack.runtime.model = stack.runtime.model, scripted
+    yield scripted
+    stack.runtime.model = previous
 
 
 @pytest.fixture

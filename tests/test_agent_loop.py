@@ -14,7 +14,7 @@ from pipeline.models.anthropic import AnthropicModel
 from pipeline.models.base import Usage
 from pipeline.store import queries
 from pipeline.store.tables import CLAIMED, utcnow
-from pipeline.testing import MessagesStandIn, ScriptedModel, error, reply
+from pipeline.testing import MessagesStandIn, error, reply
 from tests import agent_workflows as aw
 from tests.conftest import eventually, sink_lines
 
@@ -28,15 +28,6 @@ def final(resolution="resolved", refunded=0, id=None):
         use["id"] = id
     return reply(tool_uses=[use], usage={"input_tokens": 100, "output_tokens": 20})
 
-
-@pytest.fixture
-def model(stack, sink, monkeypatch):
-    """Swap the stack's model for a script (the worker threads share the runtime) and count tool bodies."""
-    monkeypatch.setenv("RUBOT_TEST_SINK", str(sink))
-    scripted = ScriptedModel()
-    previous, stack.runtime.model = stack.runtime.model, scripted
-    yield scripted
-    stack.runtime.model = previous
 
 
 def events(run, type_):

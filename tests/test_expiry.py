@@ -19,7 +19,7 @@ from pipeline import Tool, Workflow, approval_step, expiry
 from pipeline.errors import ApprovalAlreadyDecided, DefinitionError
 from pipeline.expiry import expire_approvals
 from pipeline.store.tables import utcnow
-from pipeline.testing import ScriptedModel, reply
+from pipeline.testing import reply
 from tests import expiry_workflows as ew
 from tests.conftest import eventually, sink_lines
 
@@ -199,15 +199,6 @@ def test_the_beat_task_runs_on_the_worker_and_expires_overdue_approvals(stack, s
 
 # --- tool-call approvals ----------------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def model(stack, sink, monkeypatch):
-    """The stack's model replaced by a script (the worker threads share the runtime)."""
-    monkeypatch.setenv("RUBOT_TEST_SINK", str(sink))
-    scripted = ScriptedModel()
-    previous, stack.runtime.model = stack.runtime.model, scripted
-    yield scripted
-    stack.runtime.model = previous
 
 
 def test_an_expired_tool_call_approval_is_refused_and_the_model_is_told_it_expired(stack, model, sink):
