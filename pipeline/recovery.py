@@ -3,7 +3,8 @@
 ``sweep`` (task ``rubot.recover``, run by beat every half lease) finds runs whose claimed work has an expired
 lease (the worker holding it died) or that made no progress for two leases with nothing claimed (a message
 was lost between a commit and its send), and re-dispatches each from its last recorded point. Every take-over
-counts as a recovery; a run that needs more than ``max_recoveries`` goes to ``dead_letter`` with its reason,
+of expired work counts as a recovery (a stalled run dispatched again does not: it may only be waiting behind
+a long queue); a run that needs more than ``max_recoveries`` goes to ``dead_letter`` with its reason,
 and a side effect that may already have happened (a tool with ``side_effects`` that is not ``idempotent``)
 moves the run to ``needs_reconciliation`` instead of running again.
 """
@@ -118,7 +119,12 @@ def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = N
                 if r.status == CLAIMED and r.lease_expires_at is not None and _aware(r.lease_expires_at) < now]
         if not dead and queries.live_claims(s, run_id, now):
             return False  # someone is working on it after all
-        if not count_recovery(s, run, dead[0].op_key if dead else None, why, runtime.settings.max_recoveries):
+        run.updated_at = now  # a stalled run is looked at again only after another two leases
+        if not dead:
+            # No worker is known to have died: the run may just wait behind a long queue, or a message was lost.
+            # Dispatching again is harmless (the ledger and leases absorb duplicates) and is not a recovery.
+            queries.add_event(s, run_id, "run.redispatched", None, why=why)
+        elif not count_recovery(s, run, dead[0].op_key, why, runtime.settings.max_recoveries):
             return False
         for row in dead:
             if _uncertain(workflow, row):

@@ -59,12 +59,18 @@ class PoisonWorkflow(Workflow):
     die = tool_step(Poison)
 
 
+class SlowReport(Tool):
+    description = "Build a report slowly (longer than the broker's visibility timeout, in the fault tests)."
+    input_schema = {"seconds": fields.Float(required=True)}
+    output_schema = {"slept": fields.Float(required=True)}
+
+    def call(self, *, seconds):
+        deliver(f"start-{self.context.run_id}", self.context.run_id, "slow-start")
+        time.sleep(seconds)
+        deliver(f"end-{self.context.run_id}", self.context.run_id, "slow-end")
+        return {"slept": seconds}
+
+
 class SlowWorkflow(Workflow):
     input_schema = {"seconds": fields.Float(required=True)}
-
-    @step
-    def slow(self):
-        deliver(f"start-{self.run.id}", self.run.id, "slow-start")
-        time.sleep(self.run.input["seconds"])
-        deliver(f"end-{self.run.id}", self.run.id, "slow-end")
-        return {"slept": self.run.input["seconds"]}
+    slow = tool_step(SlowReport)
