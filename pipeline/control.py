@@ -1,13 +1,25 @@
-"""Operator actions on a run that are not approvals: cancel."""
+"""Operator actions on a run that are not approvals: cancel, reconcile, retry."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
-from pipeline import admission
-from pipeline.errors import InvalidRunState
+from pipeline import admission, bodies, dispatch, recovery, schemas
+from pipeline.errors import InvalidRunState, InvalidToolOutput
+from pipeline.executor import workflow_of
 from pipeline.store import queries
-from pipeline.store.tables import CANCELLED, PENDING, TERMINAL, utcnow
+from pipeline.store.tables import (
+    CANCELLED,
+    CLAIMED,
+    DEAD_LETTER,
+    DONE,
+    NEEDS_RECONCILIATION,
+    PENDING,
+    RUNNING,
+    TERMINAL,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
@@ -28,3 +40,60 @@ def cancel(runtime: Runtime, run_id: str, *, by: str | None = None, reason: str 
         run.error = {"reason": "cancelled", "message": reason or "cancelled", "by": by}
         queries.add_event(s, run_id, "run.cancelled", by=by, reason=reason, previous_status=previous)
     admission.admit_next(runtime)
+
+
+def reconcile(runtime: Runtime, run_id: str, *, by: str, happened: bool, result: Any = None,
+              comment: str | None = None) -> None:
+    """A person settles a side effect whose outcome was unknown (status ``needs_reconciliation``).
+
+    ``happened=True`` records ``result`` as the operation's outcome (a tool step's output, validated against the
+    tool's ``output_schema``, or what a model's tool call returned); ``happened=False`` runs the operation again.
+    Either way the run continues from there.
+    """
+    if not isinstance(by, str) or not by.strip():
+        raise InvalidRunState("reconciling needs the identity of who checked (by=...)")
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        if run.status != NEEDS_RECONCILIATION:
+            raise InvalidRunState(f"run {run_id} is {run.status}, not needs_reconciliation")
+        op_key = (run.error or {}).get("op_key")
+        row = queries.get_effect(s, run_id, op_key) if op_key else None
+        if row is None or row.status != CLAIMED:
+            raise InvalidRunState(f"run {run_id} has no interrupted operation {op_key!r} to reconcile")
+        if not happened:
+            s.delete(row)
+        elif row.kind == "tool_call":
+            content = schemas.to_json(result, what="reconciled result")
+            row.result, row.status = {"content": json.dumps(content, sort_keys=True), "is_error": False}, DONE
+        else:
+            spec = workflow_of(runtime, run.workflow)._steps[op_key]
+            output = schemas.validate_output(spec.tool._output, result, error=InvalidToolOutput,
+                                             what=f"reconciled output of step {op_key!r}")
+            delta = {"set": {op_key: output}, "unset": []}
+            row.result, row.status = delta, DONE
+            run.state = bodies.apply(run.state, delta)
+        row.lease_expires_at = None
+        run.status, run.error, run.finished_at = RUNNING, None, None
+        queries.add_event(s, run_id, "run.reconciled", op_key, by=by, happened=happened, comment=comment)
+        seq = run.dispatch_seq
+    dispatch.resume(runtime, run_id, seq)
+
+
+def retry(runtime: Runtime, run_id: str, *, by: str) -> None:
+    """Give a ``dead_letter`` run another go from its last recorded point, with its recovery count reset."""
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        if run.status != DEAD_LETTER:
+            raise InvalidRunState(f"run {run_id} is {run.status}, not dead_letter")
+        workflow = workflow_of(runtime, run.workflow)
+        run.status, run.error, run.finished_at, run.recoveries = RUNNING, None, None, 0
+        queries.add_event(s, run_id, "run.retried", None, by=by)
+        for row in queries.effects(s, run_id):
+            if row.status != CLAIMED:
+                continue
+            if recovery._uncertain(workflow, row):
+                recovery.needs_reconciliation(s, run, row.op_key, f"{row.op_key} ({row.kind})")
+                return
+            s.delete(row)
+        seq = run.dispatch_seq
+    dispatch.resume(runtime, run_id, seq)

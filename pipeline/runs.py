@@ -193,6 +193,20 @@ class Run:
         control.cancel(self._runtime, self.id, by=by, reason=reason)
         return self.refresh()
 
+    def reconcile(self, *, by: str, happened: bool, result: Any = None, comment: str | None = None) -> Run:
+        """Settle an interrupted side effect (``needs_reconciliation``): it happened, with ``result``, or not."""
+        from pipeline import control
+
+        control.reconcile(self._runtime, self.id, by=by, happened=happened, result=result, comment=comment)
+        return self.refresh()
+
+    def retry(self, *, by: str) -> Run:
+        """Run a ``dead_letter`` run again from its last recorded point."""
+        from pipeline import control
+
+        control.retry(self._runtime, self.id, by=by)
+        return self.refresh()
+
 
 class RunView:
     """What a ``@step`` method sees as ``self.run``: the run's data with a writable ``state``."""

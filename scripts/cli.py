@@ -202,6 +202,34 @@ def cancel(run_id: str, by: str | None, reason: str | None) -> None:
     click.echo(f"Cancelled {run.id} (was {previous}); it is now {run.status}.")
 
 
+@main.command()
+@click.argument("run_id")
+@click.option("--by", required=True, help="Who checked the downstream system (recorded).")
+@click.option("--happened/--not-happened", required=True,
+              help="Whether the interrupted side effect took place.")
+@click.option("--result", callback=_payload, metavar="JSON", help="Its outcome, when it happened.")
+@click.option("--comment", help="What was checked.")
+def reconcile(run_id: str, by: str, happened: bool, result: Any, comment: str | None) -> None:
+    """Settle a run in needs_reconciliation: record the outcome, or run the operation again."""
+    import pipeline
+
+    _runtime()
+    run = pipeline.get_run(run_id).reconcile(by=by, happened=happened, result=result, comment=comment)
+    click.echo(f"Reconciled {run.id}; it is now {run.status}.")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--by", required=True, help="Who retries (recorded).")
+def retry(run_id: str, by: str) -> None:
+    """Run a dead_letter run again from its last recorded point."""
+    import pipeline
+
+    _runtime()
+    run = pipeline.get_run(run_id).retry(by=by)
+    click.echo(f"Retrying {run.id}; it is now {run.status}.")
+
+
 # --- processes --------------------------------------------------------------------------------------------
 
 

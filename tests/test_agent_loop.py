@@ -10,6 +10,7 @@ import pytest
 
 import pipeline
 from pipeline import pricing, recovery
+from pipeline.errors import InvalidRunState
 from pipeline.models.anthropic import AnthropicModel
 from pipeline.models.base import Usage
 from pipeline.store import queries
@@ -241,6 +242,38 @@ def test_an_interrupted_side_effect_moves_the_run_to_needs_reconciliation(stack,
     release.set()
     assert sink_lines(sink) == ["refund 7"]
     assert len(model.requests) == 1
+
+
+@pytest.mark.parametrize("happened", [True, False])
+def test_a_person_reconciles_the_interrupted_side_effect_and_the_run_goes_on(stack, model, sink, blocked_refund,
+                                                                             happened):
+    started, release = blocked_refund
+    model.add(reply(tool_uses=[("refund_order", {"order_id": 7, "amount_cents": 100}, "toolu_x")]), final())
+    run = pipeline.enqueue(aw.SupportWorkflow, input=SUPPORT, context=SUPPORT_USER)
+    eventually(started.is_set, what="refund started")
+    recovery.sweep(stack.runtime, now=utcnow() + timedelta(seconds=3 * stack.settings.lease_seconds))
+    run = pipeline.wait(run, timeout=30)
+    assert run.status == "needs_reconciliation"
+    with pytest.raises(InvalidRunState):
+        run.retry(by="ops@example.com")  # retry is for dead letters; this one needs a decision
+
+    # When a person checked the payment system and says whether the refund happened
+    run.reconcile(by="ops@example.com", happened=happened, result={"refund_id": "re_checked"},
+                  comment="checked in the PSP dashboard")
+    if not happened:
+        eventually(lambda: len(sink_lines(sink)) == 2, what="the refund to run again")
+    release.set()  # the hung first delivery returns late: the recorded outcome stands, its result is dropped
+    run = pipeline.wait(run, timeout=60)
+
+    # Then the run goes on: the model sees the recorded result, or the refund runs once more
+    assert run.status == "completed", run.error
+    result = model.requests[1].messages[-1]["content"][0]["content"]
+    if happened:
+        assert json.loads(result) == {"refund_id": "re_checked"}
+        assert sink_lines(sink) == ["refund 7"]
+    else:
+        assert sink_lines(sink) == ["refund 7", "refund 7"]
+    assert [e.data["happened"] for e in run.events if e.type == "run.reconciled"] == [happened]
 
 
 def _claimed(stack, run_id, op):

@@ -426,3 +426,12 @@ def test_pretty_shortens_long_strings_unless_full():
     value = {"page_text": "x" * 500}
     assert "(+340 chars)" in "\n".join(output.pretty(value))
     assert json.loads("\n".join(output.pretty(value, full=True))) == value
+
+
+def test_reconcile_and_retry_refuse_runs_in_other_states(stack, sink):
+    run = parked(sink)
+    reconcile = rubot("reconcile", run.id, "--by", "ops@example.com", "--happened")
+    retry = rubot("retry", run.id, "--by", "ops@example.com")
+    assert handled_error(reconcile) and "not needs_reconciliation" in reconcile.stderr
+    assert handled_error(retry) and "not dead_letter" in retry.stderr
+    assert pipeline.get_run(run.id).waiting_for_approval

@@ -105,6 +105,16 @@ def test_a_step_that_kills_its_worker_every_time_goes_to_dead_letter_and_others_
     assert poison.error["reason"] == "dead_letter"
     assert poison.error["recoveries"] == 3
     assert [e.type for e in poison.events].count("run.recovered") == 3
+
+    # An operator may retry it (after a fix); this one is still poison and comes back to the dead letter state.
+    worker = faulty.start_worker_process(concurrency=2)
+    try:
+        assert poison.retry(by="ops@example.com").status == "running"
+        sweep_until(faulty, lambda: pipeline.get_run(poison.id).status == "dead_letter", timeout=60,
+                    what="poison set aside again")
+    finally:
+        worker.stop()
+    assert [e.type for e in pipeline.get_run(poison.id).events].count("run.recovered") == 6
     assert all(pipeline.get_run(r.id).output == {"charged": r.input["amount"] * 2} for r in healthy)
 
 
