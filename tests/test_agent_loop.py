@@ -14,7 +14,7 @@ from pipeline.errors import InvalidRunState
 from pipeline.models.anthropic import AnthropicModel
 from pipeline.models.base import Usage
 from pipeline.store import queries
-from pipeline.store.tables import CLAIMED, utcnow
+from pipeline.store.tables import utcnow
 from pipeline.testing import MessagesStandIn, error, reply
 from tests import agent_workflows as aw
 from tests.conftest import eventually, sink_lines
@@ -274,12 +274,6 @@ def test_a_person_reconciles_the_interrupted_side_effect_and_the_run_goes_on(sta
     else:
         assert sink_lines(sink) == ["refund 7", "refund 7"]
     assert [e.data["happened"] for e in run.events if e.type == "run.reconciled"] == [happened]
-
-
-def _claimed(stack, run_id, op):
-    with stack.runtime.db.transaction() as s:
-        row = queries.get_effect(s, run_id, op)
-        return row is not None and row.status == CLAIMED
 
 
 def test_retryable_model_errors_are_retried_and_the_turn_is_billed_once(stack, model):
