@@ -67,11 +67,16 @@ def finish(runtime: Runtime, run_id: str) -> bool:
     return True
 
 
-def join(runtime: Runtime, results: list[Any], run_id: str, group_name: str) -> bool:
-    """Body of a parallel group's chord: drop the members' result keys; say whether the run goes on."""
+def forget_results(runtime: Runtime, results: list[Any]) -> None:
+    """Drop the result keys of chord members (each returned its own task id): nothing lingers in the backend."""
     for task_id in results or []:
         if isinstance(task_id, str):
             runtime.app.AsyncResult(task_id).forget()
+
+
+def join(runtime: Runtime, results: list[Any], run_id: str, group_name: str) -> bool:
+    """Body of a parallel group's chord: drop the members' result keys; say whether the run goes on."""
+    forget_results(runtime, results)
     with runtime.db.transaction() as s:
         run = queries.get_run(s, run_id)
         if run.status != RUNNING:

@@ -14,14 +14,14 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from pipeline.store import queries
-from pipeline.store.tables import CLAIMED, DONE, EffectRow, utcnow
+from pipeline.store.tables import CLAIMED, DONE, EffectRow, as_utc, utcnow
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
@@ -36,13 +36,6 @@ class Claim(enum.Enum):
     EXPIRED = "expired"  # the holder died; the caller decides whether to take over (then it is ours)
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes (stored as UTC).
-    from datetime import UTC
-
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
 def claim(session: Session, run_id: str, op_key: str, kind: str, *, task_id: str | None,
           lease_seconds: float) -> tuple[Claim, EffectRow | None]:
     """Try to claim ``op_key`` (in the caller's transaction, with the run row locked)."""
@@ -55,7 +48,7 @@ def claim(session: Session, run_id: str, op_key: str, kind: str, *, task_id: str
         return Claim.ACQUIRED, row
     if row.status == DONE:
         return Claim.DONE, row
-    expires = _aware(row.lease_expires_at)
+    expires = as_utc(row.lease_expires_at)
     if expires is not None and expires > now:
         return Claim.HELD, row
     return Claim.EXPIRED, row

@@ -27,6 +27,7 @@ from pipeline.store.tables import (
     RUNNING,
     EffectRow,
     RunRow,
+    as_utc,
     utcnow,
 )
 
@@ -60,12 +61,6 @@ def count_recovery(session: Session, run: RunRow, op_key: str | None, why: str, 
         })
         return False
     return True
-
-
-def _aware(moment: datetime) -> datetime:
-    from datetime import UTC
-
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def stuck_runs(session: Session, runtime: Runtime, now: datetime) -> dict[str, str]:
@@ -116,7 +111,7 @@ def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = N
             return False
         workflow = workflow_of(runtime, run.workflow)
         dead = [r for r in queries.effects(s, run_id)
-                if r.status == CLAIMED and r.lease_expires_at is not None and _aware(r.lease_expires_at) < now]
+                if r.status == CLAIMED and r.lease_expires_at is not None and as_utc(r.lease_expires_at) < now]
         if not dead and queries.live_claims(s, run_id, now):
             return False  # someone is working on it after all
         run.updated_at = now  # a stalled run is looked at again only after another two leases

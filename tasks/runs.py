@@ -73,6 +73,4 @@ def register(app: Celery, runtime: Runtime) -> None:
 
     @app.task(name=compiler.FORGET_TASK, shared=False, ignore_result=True)
     def forget_results(results: list[Any]) -> None:
-        for task_id in results or []:
-            if isinstance(task_id, str):
-                app.AsyncResult(task_id).forget()
+        dispatch.forget_results(runtime, results)
