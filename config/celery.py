@@ -65,4 +65,8 @@ def build(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
         }
         conf["result_backend_transport_options"] = {"retry_policy": {"timeout": 5.0}}
+        if settings.redis_key_prefix:
+            conf["broker_transport_options"]["global_keyprefix"] = settings.redis_key_prefix
+    if settings.redis_key_prefix and settings.result_backend.startswith(("redis://", "rediss://")):
+        conf.setdefault("result_backend_transport_options", {})["global_keyprefix"] = settings.redis_key_prefix
     return conf

@@ -37,6 +37,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         max_running_per_user=int(env.get("RUBOT_MAX_RUNNING_PER_USER", "5")),
         max_recoveries=int(env.get("RUBOT_MAX_RECOVERIES", "5")),
         visibility_timeout=int(env.get("RUBOT_VISIBILITY_TIMEOUT", "3600")),
+        redis_key_prefix=env.get("RUBOT_REDIS_KEY_PREFIX", ""),
         log_level=env.get("RUBOT_LOG_LEVEL", "INFO"),
         prices=_prices(env),
     )

@@ -38,6 +38,8 @@ class Settings:
     approval_sweep_seconds: float = 30.0
     result_expires: int = 3600
     visibility_timeout: int = 3600
+    #: Prefix of every Redis key Rubot's broker and result backend write, so deployments can share one Redis.
+    redis_key_prefix: str = ""
     broker_polling_interval: float = 0.05
     log_level: str = "INFO"
     # Model -> price (USD per MTok), filled by config.settings.load() from config/pricing.py and

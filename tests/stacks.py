@@ -42,6 +42,12 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def require_services() -> None:
     missing = [name for name, port in (("Redis", 6379), ("PostgreSQL", 5432)) if not port_open("127.0.0.1", port)]
     if missing:
@@ -103,7 +109,7 @@ class Stack:
             return len(list((self.settings.broker_folder / "queue").glob("*.msg")))
         import redis
 
-        return redis.Redis.from_url(self.settings.broker_url).llen(self.settings.queue)
+        return redis.Redis.from_url(self.settings.broker_url).llen(self.settings.redis_key_prefix + self.settings.queue)
 
     def result_keys(self) -> list[str]:
         if self.settings.embedded:
@@ -111,7 +117,7 @@ class Stack:
         import redis
 
         client = redis.Redis.from_url(self.settings.result_backend)
-        return [k.decode() for k in client.scan_iter("celery-task-meta-*")]
+        return [k.decode() for k in client.scan_iter(f"{self.settings.redis_key_prefix}celery-task-meta-*")]
 
     def start_worker_process(self, *, concurrency: int = 2, log: Path | None = None) -> WorkerProcess:
         return WorkerProcess.start(self, concurrency=concurrency, log=log)
@@ -127,13 +133,13 @@ def embedded_stack(tmp: Path) -> Stack:
 
 def production_stack(tmp: Path, *, database: str, redis_url: str = REDIS_URL) -> Stack:
     require_services()
-    import redis
-
     url = create_postgres_database(database)
-    redis.Redis.from_url(redis_url).flushdb()
     home = tmp / "production"
     env = {"RUBOT_HOME": str(home), "RUBOT_DATABASE_URL": url, "RUBOT_BROKER_URL": redis_url,
            "RUBOT_RESULT_BACKEND": redis_url, "RUBOT_QUEUE": f"rubot-test-{uuid.uuid4().hex[:8]}",
+           # Every key this stack writes carries its own prefix: parallel test sessions sharing the Redis
+           # server never see (or wipe) each other's messages and result keys.
+           "RUBOT_REDIS_KEY_PREFIX": f"rubot-test-{uuid.uuid4().hex[:8]}:",
            "RUBOT_WORKFLOW_MODULES": WORKFLOW_MODULES, "RUBOT_SITES": "seeded", "RUBOT_LOG_LEVEL": "WARNING"}
     return Stack("redis_postgres", env, home)
 

@@ -199,7 +199,7 @@ def test_a_redis_server_killed_and_restarted_mid_run_loses_no_run(tmp_path, sink
     from tests import stacks
 
     # Given a throwaway Redis (it keeps nothing on disk: a restart loses every queued message)
-    port = 6390 + random.Random().randrange(50)
+    port = stacks.free_port()
     server = shutil.which("redis-server")
     assert server, "redis-server is needed"
     command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]

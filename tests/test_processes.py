@@ -67,6 +67,7 @@ HOST_FILES = {
     "config/__init__.py": "HOST_CONFIG = True\n",
     "config/settings/__init__.py": "",
     "config/settings/base.py": "import os\nCELERY_BROKER_URL = os.environ['HOST_BROKER_URL']\n"
+                               "CELERY_BROKER_TRANSPORT_OPTIONS = {'global_keyprefix': os.environ['HOST_KEY_PREFIX']}\n"
                                "CELERY_TASK_SERIALIZER = 'json'\n",
     "config/celery_app.py": textwrap.dedent("""\
         from celery import Celery
@@ -98,7 +99,8 @@ def test_a_host_app_with_its_own_config_package_enqueues_runs(production, sink, 
     for name, text in HOST_FILES.items():
         (host / name).parent.mkdir(parents=True, exist_ok=True)
         (host / name).write_text(text)
-    env = production.subprocess_env(HOST_BROKER_URL=production.settings.broker_url)
+    env = production.subprocess_env(HOST_BROKER_URL=production.settings.broker_url,
+                                    HOST_KEY_PREFIX=production.settings.redis_key_prefix)
     env["PYTHONPATH"] = os.pathsep.join([str(host), str(ROOT)])  # the host first, as manage.py would have it
 
     # When it enqueues through pipeline.client and by task name, and Rubot's worker picks the runs up

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,7 @@ import httpx
 import pipeline
 from tests import workflows
 from tests.conftest import eventually, sink_lines
-from tests.stacks import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.stacks import ROOT, free_port
 
 
 def procfile() -> dict[str, str]:

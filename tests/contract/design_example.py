@@ -93,7 +93,8 @@ def observe(**data):
 def queue_length():
     import redis
 
-    return redis.Redis.from_url(os.environ["RUBOT_BROKER_URL"]).llen(os.environ.get("RUBOT_QUEUE", "rubot"))
+    key = os.environ.get("RUBOT_REDIS_KEY_PREFIX", "") + os.environ.get("RUBOT_QUEUE", "rubot")
+    return redis.Redis.from_url(os.environ["RUBOT_BROKER_URL"]).llen(key)
 
 
 run = ConferenceTravelApprovalOperation.launch(input={"employee_id": sys.argv[1], "conference_name": "Rails World",
