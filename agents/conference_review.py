@@ -27,9 +27,11 @@ RED_FLAGS: tuple[tuple[str, str], ...] = (
     ("the event may be postponed", r"\bpostponed\b"),
     ("tickets cannot be refunded", r"\b(?:non[\s-]?refundable|no refunds?)\b"),
     ("the agenda includes paid promotion", r"\bsponsored (?:content|sessions?|talks?|keynotes?)\b"),
-    ("speaking slots are sold to sponsors",
-     r"\bpay[\s-]to[\s-](?:speak|pitch)\b"
-     r"|\bspeaking slots?\b(?=[^.]{0,80}\b(?:package|sponsor|partner|paid))"),
+    (
+        "speaking slots are sold to sponsors",
+        r"\bpay[\s-]to[\s-](?:speak|pitch)\b"
+        r"|\bspeaking slots?\b(?=[^.]{0,80}\b(?:package|sponsor|partner|paid))",
+    ),
 )
 
 
@@ -70,9 +72,7 @@ def red_flags(text: str) -> list[str]:
     return findings
 
 
-def review(
-    *, conference_name: str, page_title: str, page_text: str, allowed_topics: list[str]
-) -> dict[str, Any]:
+def review(*, conference_name: str, page_title: str, page_text: str, allowed_topics: list[str]) -> dict[str, Any]:
     """The offline rule, as a plain function: the answer ``ReviewConferenceFit`` gives without a model."""
     topics = _unique(allowed_topics)
     page = f"{page_title}\n{page_text}"
@@ -97,17 +97,26 @@ def review(
     topic_list = f" ({', '.join(found)})" if found else ""
     verdict = "fits" if matches else "does not fit"
     flags = f"{len(risks)} risk(s) noted" if risks else "no risks noted"
-    summary = (f"Offline rule-based review, no language model: {name} {verdict} the travel policy; "
-               f"{len(found)} of {len(topics)} allowed topics appear on the page{topic_list}; {flags}.")
-    return {"content_matches_policy": matches, "confidence_score": round(confidence, 2),
-            "matched_topics": found, "risks": risks, "summary": summary}
+    summary = (
+        f"Offline rule-based review, no language model: {name} {verdict} the travel policy; "
+        f"{len(found)} of {len(topics)} allowed topics appear on the page{topic_list}; {flags}."
+    )
+    return {
+        "content_matches_policy": matches,
+        "confidence_score": round(confidence, 2),
+        "matched_topics": found,
+        "risks": risks,
+        "summary": summary,
+    }
 
 
 class ReviewConferenceFit(Agent):
     """Judge whether a conference page's agenda matches the employee's allowed topics, and list risks."""
 
-    instructions = ("Review the conference website content and determine whether the agenda aligns with the "
-                    "allowed company topics. Explain your reasoning briefly.")
+    instructions = (
+        "Review the conference website content and determine whether the agenda aligns with the "
+        "allowed company topics. Explain your reasoning briefly."
+    )
     input_schema = {
         "conference_name": fields.String(required=True),
         "conference_url": fields.String(required=True),
@@ -119,15 +128,19 @@ class ReviewConferenceFit(Agent):
         "estimated_cost_cents": fields.Integer(),
         "budget_limit_cents": fields.Integer(),
     }
-    output_schema = {"content_matches_policy": fields.Boolean(required=True),
-                     "confidence_score": fields.Float(required=True),
-                     "matched_topics": fields.List(fields.String(), required=True),
-                     "risks": fields.List(fields.String(), required=True),
-                     "summary": fields.String(required=True)}
+    output_schema = {
+        "content_matches_policy": fields.Boolean(required=True),
+        "confidence_score": fields.Float(required=True),
+        "matched_topics": fields.List(fields.String(), required=True),
+        "risks": fields.List(fields.String(), required=True),
+        "summary": fields.String(required=True),
+    }
 
     def offline(self, input: dict[str, Any]) -> dict[str, Any]:
         """Deterministic answer for the offline model; see :func:`review`."""
-        return review(conference_name=str(input.get("conference_name") or ""),
-                      page_title=str(input.get("page_title") or ""),
-                      page_text=str(input.get("page_text") or ""),
-                      allowed_topics=[str(t) for t in input.get("allowed_topics") or []])
+        return review(
+            conference_name=str(input.get("conference_name") or ""),
+            page_title=str(input.get("page_title") or ""),
+            page_text=str(input.get("page_text") or ""),
+            allowed_topics=[str(t) for t in input.get("allowed_topics") or []],
+        )

@@ -16,32 +16,55 @@ from tools.travel_policy import LoadTravelPolicy
 from tools.website import FetchConferenceWebsite
 
 __all__ = [
-    "ConferenceTravelApprovalOperation", "ConferenceTravelManualApprovalWorkflow", "ConferenceTravelReviewWorkflow",
-    "FetchConferenceWebsite", "LoadTravelPolicy", "ReviewConferenceFit",
+    "ConferenceTravelApprovalOperation",
+    "ConferenceTravelManualApprovalWorkflow",
+    "ConferenceTravelReviewWorkflow",
+    "FetchConferenceWebsite",
+    "LoadTravelPolicy",
+    "ReviewConferenceFit",
 ]
 
 
 class ConferenceTravelReviewWorkflow(Workflow):
-    input_schema = {"employee_id": fields.String(required=True), "conference_name": fields.String(required=True),
-                    "conference_url": fields.String(required=True),
-                    "estimated_cost_cents": fields.Integer(required=True, strict=True)}
+    input_schema = {
+        "employee_id": fields.String(required=True),
+        "conference_name": fields.String(required=True),
+        "conference_url": fields.String(required=True),
+        "estimated_cost_cents": fields.Integer(required=True, strict=True),
+    }
 
-    policy = tool_step(LoadTravelPolicy, input=lambda input, state, context: {
-        k: input[k] for k in ("employee_id", "conference_name", "conference_url", "estimated_cost_cents")})
-    conference_site = tool_step(FetchConferenceWebsite, input=lambda input, state, context: {
-        "conference_url": state["policy"]["conference_url"]})
-    conference_review = agent_step(ReviewConferenceFit, input=lambda input, state, context: {
-        **state["policy"], **state["conference_site"]})
+    policy = tool_step(
+        LoadTravelPolicy,
+        input=lambda input, state, context: {
+            k: input[k] for k in ("employee_id", "conference_name", "conference_url", "estimated_cost_cents")
+        },
+    )
+    conference_site = tool_step(
+        FetchConferenceWebsite,
+        input=lambda input, state, context: {"conference_url": state["policy"]["conference_url"]},
+    )
+    conference_review = agent_step(
+        ReviewConferenceFit, input=lambda input, state, context: {**state["policy"], **state["conference_site"]}
+    )
 
     @step
     def finalize(self):
         policy, review = self.run.state["policy"], self.run.state["conference_review"]
         within_budget = policy["estimated_cost_cents"] <= policy["budget_limit_cents"]
-        auto = (within_budget and review["content_matches_policy"] and review["confidence_score"] >= 0.90
-                and not review["risks"])
-        self.run.state["finalize"] = {"employee_id": policy["employee_id"], "within_budget": within_budget,
-                                      "auto_approvable": auto, "recommended": auto, "risks": review["risks"],
-                                      "confidence_score": review["confidence_score"]}
+        auto = (
+            within_budget
+            and review["content_matches_policy"]
+            and review["confidence_score"] >= 0.90
+            and not review["risks"]
+        )
+        self.run.state["finalize"] = {
+            "employee_id": policy["employee_id"],
+            "within_budget": within_budget,
+            "auto_approvable": auto,
+            "recommended": auto,
+            "risks": review["risks"],
+            "confidence_score": review["confidence_score"],
+        }
 
 
 class ConferenceTravelManualApprovalWorkflow(Workflow):
@@ -53,8 +76,11 @@ class ConferenceTravelManualApprovalWorkflow(Workflow):
 
     @step
     def finalize(self):
-        self.run.state["finalize"] = {**self.run.state["finalize"], "auto_approvable": False,
-                                      "approval": self.run.approvals[-1].decision_payload}
+        self.run.state["finalize"] = {
+            **self.run.state["finalize"],
+            "auto_approvable": False,
+            "approval": self.run.approvals[-1].decision_payload,
+        }
 
 
 class ConferenceTravelApprovalOperation(Operation):
@@ -63,5 +89,9 @@ class ConferenceTravelApprovalOperation(Operation):
         review_run = pipeline.run(ConferenceTravelReviewWorkflow, input=input, subject=subject, context=context)
         if review_run.output["auto_approvable"]:
             return review_run
-        return pipeline.run(ConferenceTravelManualApprovalWorkflow, input={"review": review_run.output},
-                            subject=subject, context=context)
+        return pipeline.run(
+            ConferenceTravelManualApprovalWorkflow,
+            input={"review": review_run.output},
+            subject=subject,
+            context=context,
+        )

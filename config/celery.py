@@ -38,9 +38,11 @@ def build(settings: Settings) -> dict[str, Any]:
             "rubot-recover": {"task": "rubot.recover", "schedule": max(1.0, settings.lease_seconds / 2)},
             # Approvals past their deadline are rejected or escalated (pipeline/expiry.py). A tick that no
             # worker took before the next one is due is dropped rather than piling up.
-            "rubot-expire-approvals": {"task": "rubot.expire_approvals",
-                                       "schedule": settings.approval_sweep_seconds,
-                                       "options": {"expires": settings.approval_sweep_seconds}},
+            "rubot-expire-approvals": {
+                "task": "rubot.expire_approvals",
+                "schedule": settings.approval_sweep_seconds,
+                "options": {"expires": settings.approval_sweep_seconds},
+            },
         },
     }
     if settings.embedded:

@@ -17,8 +17,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     broker = env.get("RUBOT_BROKER_URL", "filesystem://")
     default_backend = broker if broker.startswith(("redis://", "rediss://")) else f"file://{home / 'results'}"
     api_key = env.get("ANTHROPIC_API_KEY") or None
-    modules = tuple(m.strip() for m in env.get("RUBOT_WORKFLOW_MODULES", "agents.conference_travel").split(",")
-                    if m.strip())
+    modules = tuple(
+        m.strip() for m in env.get("RUBOT_WORKFLOW_MODULES", "agents.conference_travel").split(",") if m.strip()
+    )
     return Settings(
         database_url=env.get("RUBOT_DATABASE_URL", f"sqlite:///{home / 'rubot.sqlite3'}"),
         broker_url=broker,

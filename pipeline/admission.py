@@ -36,8 +36,9 @@ def subject_key(subject: Any) -> str | None:
 
 
 def _running(session: Session, *conditions: Any) -> int:
-    return session.execute(select(func.count()).select_from(RunRow).where(RunRow.status == RUNNING,
-                                                                          *conditions)).scalar_one()
+    return session.execute(
+        select(func.count()).select_from(RunRow).where(RunRow.status == RUNNING, *conditions)
+    ).scalar_one()
 
 
 def refusal(session: Session, runtime: Runtime, run: RunRow, workflow: type) -> str | None:
@@ -54,9 +55,15 @@ def refusal(session: Session, runtime: Runtime, run: RunRow, workflow: type) -> 
     if run.user_id is not None and _running(session, RunRow.user_id == run.user_id) >= per_user:
         return f"user {run.user_id} has {per_user} runs running"
     if getattr(workflow, "one_active_per_subject", False) and run.subject_key is not None:
-        other = session.execute(select(RunRow.id).where(
-            RunRow.subject_key == run.subject_key, RunRow.status.in_((RUNNING, WAITING)), RunRow.id != run.id,
-        ).limit(1)).scalar_one_or_none()
+        other = session.execute(
+            select(RunRow.id)
+            .where(
+                RunRow.subject_key == run.subject_key,
+                RunRow.status.in_((RUNNING, WAITING)),
+                RunRow.id != run.id,
+            )
+            .limit(1)
+        ).scalar_one_or_none()
         if other is not None:
             return f"run {other} is active for the same subject"
     return None
@@ -70,8 +77,16 @@ def admit_next(runtime: Runtime, *, limit: int = 50) -> int:
         free = runtime.settings.max_running - _running(s)
         if free <= 0:
             return 0
-        waiting = s.execute(select(RunRow.id).where(RunRow.status == QUEUED, RunRow.dispatch_seq == 0)
-                            .order_by(RunRow.created_at).limit(min(limit, free * 4))).scalars().all()
+        waiting = (
+            s.execute(
+                select(RunRow.id)
+                .where(RunRow.status == QUEUED, RunRow.dispatch_seq == 0)
+                .order_by(RunRow.created_at)
+                .limit(min(limit, free * 4))
+            )
+            .scalars()
+            .all()
+        )
     for run_id in waiting:
         runtime.send(RESUME_TASK, run_id, 0)
     return len(waiting)

@@ -80,13 +80,15 @@ class Agent:
     @classmethod
     def validate_input(cls, data: Any) -> Any:
         """Validate and narrow the step input: the model only ever sees the fields ``input_schema`` declares."""
-        return schemas.load(cls._input, data, error=InvalidAgentInput, what=f"input of agent {cls.name!r}",
-                            unknown=marshmallow.EXCLUDE)
+        return schemas.load(
+            cls._input, data, error=InvalidAgentInput, what=f"input of agent {cls.name!r}", unknown=marshmallow.EXCLUDE
+        )
 
     @classmethod
     def validate_output(cls, data: Any) -> Any:
-        return schemas.validate_output(cls._output, data, error=InvalidAgentOutput,
-                                       what=f"answer of agent {cls.name!r}")
+        return schemas.validate_output(
+            cls._output, data, error=InvalidAgentOutput, what=f"answer of agent {cls.name!r}"
+        )
 
     @classmethod
     def output_json_schema(cls) -> dict[str, Any]:

@@ -53,11 +53,21 @@ def begin(runtime: Runtime, run_id: str, spec: AgentStep, data: Any, *, task_id:
         ledger = queries.effects_under(s, run_id, f"{spec.name}/")
         if f"{spec.name}/input" not in ledger:
             queries.add_effect(s, run_id, f"{spec.name}/input", "agent_input", payload, task_id)
-            queries.add_event(s, run_id, "agent.started", spec.name, agent=agent.name,
-                              model=agent.model or runtime.settings.default_model, provider=runtime.model.name)
+            queries.add_event(
+                s,
+                run_id,
+                "agent.started",
+                spec.name,
+                agent=agent.name,
+                model=agent.model or runtime.settings.default_model,
+                provider=runtime.model.name,
+            )
         else:  # dispatched again (recovery): carry on from the last recorded turn
-            done = [n for n in range(1, agent.max_turns + 2)
-                    if (row := ledger.get(turn_op(spec.name, n))) is not None and row.status == DONE]
+            done = [
+                n
+                for n in range(1, agent.max_turns + 2)
+                if (row := ledger.get(turn_op(spec.name, n))) is not None and row.status == DONE
+            ]
             if done:
                 last = done[-1], ModelResponse.from_json(ledger[turn_op(spec.name, done[-1])].result)
     if last is None:
@@ -124,8 +134,9 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
 
 
 def _claim_turn(runtime: Runtime, s: Any, run: Any, step: str, n: int, task_id: str | None) -> bool:
-    claim, row = leases.claim(s, run.id, turn_op(step, n), "model_turn", task_id=task_id,
-                              lease_seconds=runtime.settings.lease_seconds)
+    claim, row = leases.claim(
+        s, run.id, turn_op(step, n), "model_turn", task_id=task_id, lease_seconds=runtime.settings.lease_seconds
+    )
     if claim is Claim.ACQUIRED:
         return True
     if claim is Claim.HELD:
@@ -144,12 +155,16 @@ def _missing_tool_results(ledger: dict[str, EffectRow], step: str, n: int) -> bo
     if row is None or row.status != DONE:
         return True
     response = ModelResponse.from_json(row.result)
-    return any(ledger.get(tool_op(step, n, call.id)) is None or ledger[tool_op(step, n, call.id)].status != DONE
-               for call in response.tool_calls if call.name != FINAL_ANSWER_TOOL)
+    return any(
+        ledger.get(tool_op(step, n, call.id)) is None or ledger[tool_op(step, n, call.id)].status != DONE
+        for call in response.tool_calls
+        if call.name != FINAL_ANSWER_TOOL
+    )
 
 
-def _budget_exceeded(session: Any, run: Any, workflow: type, agent: type, step: str,
-                     ledger: dict[str, EffectRow]) -> budgets.Exceeded | None:
+def _budget_exceeded(
+    session: Any, run: Any, workflow: type, agent: type, step: str, ledger: dict[str, EffectRow]
+) -> budgets.Exceeded | None:
     turns = [r for k, r in ledger.items() if r.kind == "model_turn" and r.status == DONE and "/tool-" not in k]
     step_spent = budgets.Spent(
         turns=len(turns),
@@ -159,8 +174,11 @@ def _budget_exceeded(session: Any, run: Any, workflow: type, agent: type, step: 
     exceeded = budgets.check(agent, "step", step_spent)
     if exceeded is not None:
         return exceeded
-    run_turns = session.query(EffectRow).filter(EffectRow.run_id == run.id, EffectRow.kind == "model_turn",
-                                                EffectRow.status == DONE).count()
+    run_turns = (
+        session.query(EffectRow)
+        .filter(EffectRow.run_id == run.id, EffectRow.kind == "model_turn", EffectRow.status == DONE)
+        .count()
+    )
     run_spent = budgets.Spent(
         turns=run_turns,
         tokens=run.input_tokens + run.output_tokens + run.cache_write_tokens + run.cache_read_tokens,
@@ -175,18 +193,25 @@ def _budget_exceeded(session: Any, run: Any, workflow: type, agent: type, step: 
 def tool_definitions(agent: type) -> list[dict[str, Any]]:
     tools = [{"name": t.name, "description": t.description, "input_schema": t.json_schema()} for t in agent._tools]
     if tools:
-        tools.append({
-            "name": READ_DATA_TOOL,
-            "description": "Read a tool result that was too large to show, one page at a time.",
-            "input_schema": {"type": "object", "properties": {"token": {"type": "string"},
-                                                              "page": {"type": "integer", "minimum": 1}},
-                             "required": ["token"], "additionalProperties": False},
-        })
-    tools.append({
-        "name": FINAL_ANSWER_TOOL,
-        "description": "Give your final answer. Call this exactly once, with fields matching the schema.",
-        "input_schema": agent.output_json_schema(),
-    })
+        tools.append(
+            {
+                "name": READ_DATA_TOOL,
+                "description": "Read a tool result that was too large to show, one page at a time.",
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"token": {"type": "string"}, "page": {"type": "integer", "minimum": 1}},
+                    "required": ["token"],
+                    "additionalProperties": False,
+                },
+            }
+        )
+    tools.append(
+        {
+            "name": FINAL_ANSWER_TOOL,
+            "description": "Give your final answer. Call this exactly once, with fields matching the schema.",
+            "input_schema": agent.output_json_schema(),
+        }
+    )
     return tools
 
 
@@ -214,16 +239,22 @@ def transcript(ledger: dict[str, EffectRow], step: str, n: int) -> list[dict[str
         for call in response.tool_calls:
             row = ledger.get(tool_op(step, k, call.id))
             if row is not None and row.result is not None:
-                results.append({"type": "tool_result", "tool_use_id": call.id, "content": row.result["content"],
-                                "is_error": bool(row.result.get("is_error"))})
+                results.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": call.id,
+                        "content": row.result["content"],
+                        "is_error": bool(row.result.get("is_error")),
+                    }
+                )
         messages.append({"role": "user", "content": results or NUDGE})
     return messages
 
 
-def _record_turn(runtime: Runtime, run_id: str, step: str, n: int, agent: type,
-                 response: ModelResponse) -> ModelResponse:
-    price = pricing.price_for(response.model or agent.model or runtime.settings.default_model,
-                              runtime.settings.prices)
+def _record_turn(
+    runtime: Runtime, run_id: str, step: str, n: int, agent: type, response: ModelResponse
+) -> ModelResponse:
+    price = pricing.price_for(response.model or agent.model or runtime.settings.default_model, runtime.settings.prices)
     cost = pricing.cost_micros(response.usage, price)
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
@@ -237,21 +268,34 @@ def _record_turn(runtime: Runtime, run_id: str, step: str, n: int, agent: type,
         run.cache_write_tokens += usage.cache_write_tokens
         run.cache_read_tokens += usage.cache_read_tokens
         run.cost_micros += cost
-        queries.add_event(s, run_id, "model.turn", step, turn=n, provider=response.provider, model=response.model,
-                          stop_reason=response.stop_reason, cost_micros=cost,
-                          tool_calls=[c.name for c in response.tool_calls],
-                          usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                                 "cache_write_tokens": usage.cache_write_tokens,
-                                 "cache_read_tokens": usage.cache_read_tokens},
-                          note=response.text[:200] if response.provider == "offline" else None)
+        queries.add_event(
+            s,
+            run_id,
+            "model.turn",
+            step,
+            turn=n,
+            provider=response.provider,
+            model=response.model,
+            stop_reason=response.stop_reason,
+            cost_micros=cost,
+            tool_calls=[c.name for c in response.tool_calls],
+            usage={
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+                "cache_read_tokens": usage.cache_read_tokens,
+            },
+            note=response.text[:200] if response.provider == "offline" else None,
+        )
     return response
 
 
 # --- after a turn ------------------------------------------------------------------------------------------
 
 
-def _after_turn(runtime: Runtime, run_id: str, spec: AgentStep, n: int, response: ModelResponse, *,
-                task_id: str | None) -> None:
+def _after_turn(
+    runtime: Runtime, run_id: str, spec: AgentStep, n: int, response: ModelResponse, *, task_id: str | None
+) -> None:
     step, agent = spec.name, spec.agent
     final = next((c for c in response.tool_calls if c.name == FINAL_ANSWER_TOOL), None)
     if final is not None:
@@ -266,10 +310,15 @@ def _after_turn(runtime: Runtime, run_id: str, spec: AgentStep, n: int, response
     elif not response.tool_calls and _count_attempt(runtime, run_id, step, n, agent):
         return
     calls = [c for c in response.tool_calls if c.name != FINAL_ANSWER_TOOL]
-    next_turn = runtime.app.signature(TURN_TASK, args=(run_id, step, n + 1), immutable=True,
-                                      queue=runtime.settings.queue)
-    tool_sigs = [runtime.app.signature(TOOL_TASK, args=(run_id, step, n, c.id), immutable=True,
-                                       queue=runtime.settings.queue).set(ignore_result=False) for c in calls]
+    next_turn = runtime.app.signature(
+        TURN_TASK, args=(run_id, step, n + 1), immutable=True, queue=runtime.settings.queue
+    )
+    tool_sigs = [
+        runtime.app.signature(
+            TOOL_TASK, args=(run_id, step, n, c.id), immutable=True, queue=runtime.settings.queue
+        ).set(ignore_result=False)
+        for c in calls
+    ]
     if not tool_sigs:
         next_turn.apply_async()
     elif len(tool_sigs) == 1:
@@ -279,21 +328,26 @@ def _after_turn(runtime: Runtime, run_id: str, spec: AgentStep, n: int, response
         chain(chord(group(tool_sigs), join), next_turn).apply_async()
 
 
-def _reject_answer(runtime: Runtime, run_id: str, step: str, n: int, call_id: str, exc: InvalidAgentOutput,
-                   agent: type) -> bool:
+def _reject_answer(
+    runtime: Runtime, run_id: str, step: str, n: int, call_id: str, exc: InvalidAgentOutput, agent: type
+) -> bool:
     """Record the invalid answer as an error result for the model; True if the step failed for good."""
-    content = (f"Your final answer does not match the schema: {json.dumps(exc.details, sort_keys=True)}. "
-               "Call final_answer again with every field corrected.")
+    content = (
+        f"Your final answer does not match the schema: {json.dumps(exc.details, sort_keys=True)}. "
+        "Call final_answer again with every field corrected."
+    )
     with runtime.db.transaction() as s:
         if queries.get_effect(s, run_id, tool_op(step, n, call_id)) is None:
-            queries.add_effect(s, run_id, tool_op(step, n, call_id), "tool_call",
-                               {"content": content, "is_error": True}, None)
+            queries.add_effect(
+                s, run_id, tool_op(step, n, call_id), "tool_call", {"content": content, "is_error": True}, None
+            )
             queries.add_event(s, run_id, "agent.invalid_output", step, turn=n, errors=exc.details)
     return _count_attempt(runtime, run_id, step, n, agent, error=exc)
 
 
-def _count_attempt(runtime: Runtime, run_id: str, step: str, n: int, agent: type, *,
-                   error: InvalidAgentOutput | None = None) -> bool:
+def _count_attempt(
+    runtime: Runtime, run_id: str, step: str, n: int, agent: type, *, error: InvalidAgentOutput | None = None
+) -> bool:
     """Count a turn that did not give a valid answer; fail the step after ``max_output_retries`` of them."""
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
@@ -302,8 +356,12 @@ def _count_attempt(runtime: Runtime, run_id: str, step: str, n: int, agent: type
         if attempts <= agent.max_output_retries:
             return False
         failure = error or InvalidAgentOutput(f"agent {agent.name!r} gave no valid final answer")
-        queries.fail_run(s, run, {**failure.as_dict(), "reason": "invalid_agent_output", "step": step,
-                                  "attempts": attempts}, step=step)
+        queries.fail_run(
+            s,
+            run,
+            {**failure.as_dict(), "reason": "invalid_agent_output", "step": step, "attempts": attempts},
+            step=step,
+        )
     return True
 
 

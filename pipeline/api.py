@@ -26,8 +26,16 @@ def _workflow_class(workflow: type[Workflow] | str, rt: runtime.Runtime) -> type
     raise DefinitionError(f"expected a Workflow subclass or a workflow name, got {workflow!r}")
 
 
-def create(rt: runtime.Runtime, workflow: type[Workflow] | str, *, input: Any = None, subject: Any = None,
-           context: Any = None, run_id: str | None = None, record_invalid: bool = False) -> str:
+def create(
+    rt: runtime.Runtime,
+    workflow: type[Workflow] | str,
+    *,
+    input: Any = None,
+    subject: Any = None,
+    context: Any = None,
+    run_id: str | None = None,
+    record_invalid: bool = False,
+) -> str:
     """Validate and insert a queued run, then ask a worker to start it.
 
     Bad input raises ``InvalidRunInput`` (with the field errors) before anything is written. With
@@ -52,9 +60,21 @@ def create(rt: runtime.Runtime, workflow: type[Workflow] | str, *, input: Any = 
             # ignores it once the run was dispatched) and covers a crash between insert and send.
             rt.send(RESUME_TASK, run_id, 0)
             return run_id
-        s.add(RunRow(id=run_id, workflow=cls.name, status=QUEUED, input=data, context=context, subject=subject,
-                     user_id=admission.user_of(context), subject_key=admission.subject_key(subject),
-                     state={}, dispatch_seq=0, created_at=utcnow()))
+        s.add(
+            RunRow(
+                id=run_id,
+                workflow=cls.name,
+                status=QUEUED,
+                input=data,
+                context=context,
+                subject=subject,
+                user_id=admission.user_of(context),
+                subject_key=admission.subject_key(subject),
+                state={},
+                dispatch_seq=0,
+                created_at=utcnow(),
+            )
+        )
         s.flush()  # the run row first: events reference it
         queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)
     rt.send(RESUME_TASK, run_id, 0)
@@ -65,21 +85,45 @@ def _record_rejected_launch(rt: runtime.Runtime, run_id: str, workflow: str, exc
     with rt.db.transaction() as s:
         if s.get(RunRow, run_id) is not None:  # a redelivered launch message: recorded already
             return
-        s.add(RunRow(id=run_id, workflow=workflow, status=FAILED, input=None, context={}, state={},
-                     error=exc.as_dict(), dispatch_seq=0, created_at=utcnow(), finished_at=utcnow()))
+        s.add(
+            RunRow(
+                id=run_id,
+                workflow=workflow,
+                status=FAILED,
+                input=None,
+                context={},
+                state={},
+                error=exc.as_dict(),
+                dispatch_seq=0,
+                created_at=utcnow(),
+                finished_at=utcnow(),
+            )
+        )
         s.flush()
         queries.add_event(s, run_id, "run.rejected", workflow=workflow, **exc.as_dict())
 
 
-def enqueue(workflow: type[Workflow] | str, input: Any = None, *, subject: Any = None, context: Any = None,
-            run_id: str | None = None) -> Run:
+def enqueue(
+    workflow: type[Workflow] | str,
+    input: Any = None,
+    *,
+    subject: Any = None,
+    context: Any = None,
+    run_id: str | None = None,
+) -> Run:
     """Start a run and return at once (status ``queued``)."""
     rt = runtime.current()
     return get_run(create(rt, workflow, input=input, subject=subject, context=context, run_id=run_id))
 
 
-def run(workflow: type[Workflow] | str, input: Any = None, *, subject: Any = None, context: Any = None,
-        timeout: float | None = None) -> Run:
+def run(
+    workflow: type[Workflow] | str,
+    input: Any = None,
+    *,
+    subject: Any = None,
+    context: Any = None,
+    timeout: float | None = None,
+) -> Run:
     """Start a run and wait until it completes, fails, is cancelled or waits for an approval."""
     _refuse_inside_task("pipeline.run")
     return wait(enqueue(workflow, input, subject=subject, context=context), timeout=timeout)

@@ -50,13 +50,29 @@ def park(session: Session, run: RunRow, spec: ApprovalStep) -> Outcome:
     existing = queries.approval_for_step(session, run.id, spec.name)  # type: ignore[arg-type]
     if existing is None:
         now = utcnow()
-        approval = ApprovalRow(id=queries.new_id("apr"), run_id=run.id, step=spec.name, role=spec.role,
-                               reason=spec.reason, assignee=spec.assignee, status=PENDING, created_at=now,
-                               expires_at=now + spec.expires_in if spec.expires_in else None)
+        approval = ApprovalRow(
+            id=queries.new_id("apr"),
+            run_id=run.id,
+            step=spec.name,
+            role=spec.role,
+            reason=spec.reason,
+            assignee=spec.assignee,
+            status=PENDING,
+            created_at=now,
+            expires_at=now + spec.expires_in if spec.expires_in else None,
+        )
         session.add(approval)
-        queries.add_event(session, run.id, "approval.requested", spec.name, approval_id=approval.id,
-                          role=spec.role, reason=spec.reason, assignee=spec.assignee,
-                          expires_at=approval.expires_at.isoformat() if approval.expires_at else None)
+        queries.add_event(
+            session,
+            run.id,
+            "approval.requested",
+            spec.name,
+            approval_id=approval.id,
+            role=spec.role,
+            reason=spec.reason,
+            assignee=spec.assignee,
+            expires_at=approval.expires_at.isoformat() if approval.expires_at else None,
+        )
     run.status = WAITING
     if run.started_at is None:
         run.started_at = utcnow()
@@ -64,8 +80,16 @@ def park(session: Session, run: RunRow, spec: ApprovalStep) -> Outcome:
     return Outcome.PARK
 
 
-def decide(runtime: Runtime, run_id: str, decision: str, *, by: str, payload: Any = None,
-           comment: str | None = None, approval_id: str | None = None) -> Approval:
+def decide(
+    runtime: Runtime,
+    run_id: str,
+    decision: str,
+    *,
+    by: str,
+    payload: Any = None,
+    comment: str | None = None,
+    approval_id: str | None = None,
+) -> Approval:
     """Record ``decision`` on the run's pending approval and resume or end the run accordingly."""
     if decision not in DECISIONS:
         raise ApprovalError(f"decision must be one of {DECISIONS}, got {decision!r}")
@@ -84,9 +108,18 @@ def decide(runtime: Runtime, run_id: str, decision: str, *, by: str, payload: An
     return result
 
 
-def record_decision(runtime: Runtime, s: Session, run: RunRow, approval: ApprovalRow, decision: str, *, by: str,
-                    payload: Any = None, comment: str | None = None,
-                    failure: Mapping[str, Any] | None = None) -> Callable[[], None]:
+def record_decision(
+    runtime: Runtime,
+    s: Session,
+    run: RunRow,
+    approval: ApprovalRow,
+    decision: str,
+    *,
+    by: str,
+    payload: Any = None,
+    comment: str | None = None,
+    failure: Mapping[str, Any] | None = None,
+) -> Callable[[], None]:
     """Write ``decision`` on the pending ``approval`` in the caller's transaction, which holds the run lock.
 
     Returns the follow-up to call once that transaction has committed (sending earlier could let a worker
@@ -109,8 +142,10 @@ def _send_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: s
     # The tool task reads the decision (run exactly the approved call, or tell the model it was refused);
     # the next turn goes on once every call of the turn has a result.
     queue = runtime.settings.queue
-    chain(runtime.app.signature(TOOL_TASK, args=(run_id, step, n, call_id), immutable=True, queue=queue),
-          runtime.app.signature(TURN_TASK, args=(run_id, step, n + 1), immutable=True, queue=queue)).apply_async()
+    chain(
+        runtime.app.signature(TOOL_TASK, args=(run_id, step, n, call_id), immutable=True, queue=queue),
+        runtime.app.signature(TURN_TASK, args=(run_id, step, n + 1), immutable=True, queue=queue),
+    ).apply_async()
 
 
 def _nothing() -> None:
@@ -131,26 +166,45 @@ def _pending(s: Session, run: RunRow, approval_id: str | None) -> ApprovalRow:
     return approval
 
 
-def _decide_step(runtime: Runtime, s: Session, run: RunRow, approval: ApprovalRow, decision: str, by: str,
-                 comment: str | None, payload: Any, failure: Mapping[str, Any] | None) -> int | None:
+def _decide_step(
+    runtime: Runtime,
+    s: Session,
+    run: RunRow,
+    approval: ApprovalRow,
+    decision: str,
+    by: str,
+    comment: str | None,
+    payload: Any,
+    failure: Mapping[str, Any] | None,
+) -> int | None:
     """An approval_step's decision: ledger row and state entry; returns the seq to resume with, if any."""
     from pipeline.executor import workflow_of
 
     spec = workflow_of(runtime, run.workflow)._steps[approval.step]
-    record = {"decision": decision, "decided_by": by, "comment": comment, "payload": payload,
-              "approval_id": approval.id}
+    record = {
+        "decision": decision,
+        "decided_by": by,
+        "comment": comment,
+        "payload": payload,
+        "approval_id": approval.id,
+    }
     delta = {"set": {approval.step: record}, "unset": []}
     queries.add_effect(s, run.id, approval.step, "approval", delta, None)
     run.state = bodies.apply(run.state, delta)
-    queries.add_event(s, run.id, f"approval.{decision}", approval.step, approval_id=approval.id,
-                      decided_by=by, comment=comment)
+    queries.add_event(
+        s, run.id, f"approval.{decision}", approval.step, approval_id=approval.id, decided_by=by, comment=comment
+    )
     outcome = getattr(spec, "on_reject" if decision == REJECTED else "on_changes_requested", "continue")
     if decision == APPROVED or outcome == "continue":
         run.status = RUNNING
         queries.add_event(s, run.id, "run.resumed", approval.step, decision=decision)
         return run.dispatch_seq
-    error = {"reason": decision, "message": f"{approval.step} was {decision} by {by}", "comment": comment,
-             "step": approval.step}
+    error = {
+        "reason": decision,
+        "message": f"{approval.step} was {decision} by {by}",
+        "comment": comment,
+        "step": approval.step,
+    }
     queries.fail_run(s, run, {**error, **(failure or {})}, step=approval.step)
     return None
 
@@ -158,13 +212,22 @@ def _decide_step(runtime: Runtime, s: Session, run: RunRow, approval: ApprovalRo
 _TOOL_OP = re.compile(r"^(?P<step>[^/]+)/turn-(?P<n>\d+)/tool-(?P<call>.+)$")
 
 
-def _decide_tool_call(s: Session, run: RunRow, approval: ApprovalRow, decision: str, by: str,
-                      comment: str | None) -> tuple[str, int, str]:
+def _decide_tool_call(
+    s: Session, run: RunRow, approval: ApprovalRow, decision: str, by: str, comment: str | None
+) -> tuple[str, int, str]:
     match = _TOOL_OP.match(approval.step)
     if match is None:
         raise ApprovalError(f"approval {approval.id} names no tool call ({approval.step!r})")
-    queries.add_event(s, run.id, f"approval.{decision}", approval.step, approval_id=approval.id, decided_by=by,
-                      comment=comment, args_hash=approval.args_hash)
+    queries.add_event(
+        s,
+        run.id,
+        f"approval.{decision}",
+        approval.step,
+        approval_id=approval.id,
+        decided_by=by,
+        comment=comment,
+        args_hash=approval.args_hash,
+    )
     others = [a for a in queries.approvals(s, run.id) if a.status == PENDING and a.id != approval.id]
     if not others:
         run.status = RUNNING

@@ -27,9 +27,12 @@ class Exceeded:
     used: Any
 
     def as_error(self) -> dict[str, Any]:
-        return {"reason": "budget_exceeded", "type": "BudgetExceeded",
-                "message": f"{self.scope} budget {self.budget} exhausted: used {self.used} of {self.limit}",
-                "details": {"scope": self.scope, "budget": self.budget, "limit": self.limit, "used": self.used}}
+        return {
+            "reason": "budget_exceeded",
+            "type": "BudgetExceeded",
+            "message": f"{self.scope} budget {self.budget} exhausted: used {self.used} of {self.limit}",
+            "details": {"scope": self.scope, "budget": self.budget, "limit": self.limit, "used": self.used},
+        }
 
 
 def to_micros(usd: float | Decimal | None) -> int | None:

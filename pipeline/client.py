@@ -18,11 +18,23 @@ from typing import Any
 LAUNCH_TASK = "rubot.launch"
 
 
-def launch(app: Any, workflow: str, input: Any = None, *, subject: Any = None, context: Any = None,
-           run_id: str | None = None, queue: str = "rubot") -> str:
+def launch(
+    app: Any,
+    workflow: str,
+    input: Any = None,
+    *,
+    subject: Any = None,
+    context: Any = None,
+    run_id: str | None = None,
+    queue: str = "rubot",
+) -> str:
     """Send ``rubot.launch`` by name and return the run id (chosen here, so the caller can track it)."""
     run_id = run_id or f"run_{uuid.uuid4().hex}"
-    app.send_task(LAUNCH_TASK, args=[workflow, input], kwargs={"subject": subject, "context": context,
-                                                               "run_id": run_id},
-                  queue=queue, serializer="json")  # JSON even if the host's default is something else
+    app.send_task(
+        LAUNCH_TASK,
+        args=[workflow, input],
+        kwargs={"subject": subject, "context": context, "run_id": run_id},
+        queue=queue,
+        serializer="json",
+    )  # JSON even if the host's default is something else
     return run_id

@@ -42,8 +42,9 @@ def cancel(runtime: Runtime, run_id: str, *, by: str | None = None, reason: str 
     admission.admit_next(runtime)
 
 
-def reconcile(runtime: Runtime, run_id: str, *, by: str, happened: bool, result: Any = None,
-              comment: str | None = None) -> None:
+def reconcile(
+    runtime: Runtime, run_id: str, *, by: str, happened: bool, result: Any = None, comment: str | None = None
+) -> None:
     """A person settles a side effect whose outcome was unknown (status ``needs_reconciliation``).
 
     ``happened=True`` records ``result`` as the operation's outcome (a tool step's output, validated against the
@@ -67,8 +68,9 @@ def reconcile(runtime: Runtime, run_id: str, *, by: str, happened: bool, result:
             row.result, row.status = {"content": json.dumps(content, sort_keys=True), "is_error": False}, DONE
         else:
             spec = workflow_of(runtime, run.workflow)._steps[op_key]
-            output = schemas.validate_output(spec.tool._output, result, error=InvalidToolOutput,
-                                             what=f"reconciled output of step {op_key!r}")
+            output = schemas.validate_output(
+                spec.tool._output, result, error=InvalidToolOutput, what=f"reconciled output of step {op_key!r}"
+            )
             delta = {"set": {op_key: output}, "unset": []}
             row.result, row.status = delta, DONE
             run.state = bodies.apply(run.state, delta)

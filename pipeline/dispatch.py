@@ -37,8 +37,9 @@ def resume(runtime: Runtime, run_id: str, expected_seq: int | None = None) -> li
             if reason is not None:
                 admission.note_waiting(s, run, reason)
                 return []  # stays queued; admit_next asks again when a slot frees
-        canvas, names = compiler.segment(runtime.app, workflow, run_id, queries.completed_ops(s, run_id),
-                                         queue=runtime.settings.queue)
+        canvas, names = compiler.segment(
+            runtime.app, workflow, run_id, queries.completed_ops(s, run_id), queue=runtime.settings.queue
+        )
         run.dispatch_seq += 1
         if run.status == QUEUED:
             run.status, run.started_at = RUNNING, utcnow()

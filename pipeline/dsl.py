@@ -138,9 +138,18 @@ def approval_step(
     ``on_reject="continue"``); ``"escalate"`` hands the same approval to ``escalate_to`` with a new deadline of
     ``escalate_expires_in`` (default: ``expires_in`` again). An escalated approval that expires is rejected.
     """
-    return ApprovalStep(role=role, reason=reason, assignee=assignee, expires_in=expires_in,
-                        on_reject=on_reject, on_changes_requested=on_changes_requested, on_expire=on_expire,
-                        escalate_to=escalate_to, escalate_expires_in=escalate_expires_in, name=name)
+    return ApprovalStep(
+        role=role,
+        reason=reason,
+        assignee=assignee,
+        expires_in=expires_in,
+        on_reject=on_reject,
+        on_changes_requested=on_changes_requested,
+        on_expire=on_expire,
+        escalate_to=escalate_to,
+        escalate_expires_in=escalate_expires_in,
+        name=name,
+    )
 
 
 def parallel(*steps: StepSpec, **named_steps: StepSpec) -> ParallelGroup:

@@ -148,7 +148,12 @@ class ModelUnavailable(ModelError):
     retryable = True
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None, details: Any = None,
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        details: Any = None,
         reason: str | None = None,
     ) -> None:
         super().__init__(message, details=details, reason=reason)

@@ -58,8 +58,15 @@ def execute_step(runtime: Runtime, run_id: str, step_name: str, *, task_id: str 
         workflow = workflow_of(runtime, run.workflow)
         spec = workflow._steps.get(step_name)
         if spec is None:
-            queries.fail_run(s, run, {"reason": "unknown_step", "message": f"{run.workflow} has no step "
-                                      f"{step_name!r} (was the workflow changed while the run was active?)"})
+            queries.fail_run(
+                s,
+                run,
+                {
+                    "reason": "unknown_step",
+                    "message": f"{run.workflow} has no step "
+                    f"{step_name!r} (was the workflow changed while the run was active?)",
+                },
+            )
             return Outcome.HALT
         if isinstance(spec, ApprovalStep):
             return approvals.park(s, run, spec)
@@ -69,9 +76,15 @@ def execute_step(runtime: Runtime, run_id: str, step_name: str, *, task_id: str 
         if run.status == QUEUED:
             run.status, run.started_at = RUNNING, utcnow()
         queries.add_event(s, run_id, "step.started", step_name, kind=spec.kind, task_id=task_id)
-        view = RunView(id=run.id, workflow=run.workflow, input=run.input, context=run.context, subject=run.subject,
-                       state=dict(run.state or {}),
-                       approvals=[Approval.from_row(a) for a in queries.approvals(s, run_id)])
+        view = RunView(
+            id=run.id,
+            workflow=run.workflow,
+            input=run.input,
+            context=run.context,
+            subject=run.subject,
+            state=dict(run.state or {}),
+            approvals=[Approval.from_row(a) for a in queries.approvals(s, run_id)],
+        )
 
     try:
         if isinstance(spec, AgentStep):
@@ -109,8 +122,7 @@ def execute_step(runtime: Runtime, run_id: str, step_name: str, *, task_id: str 
 def _claim(runtime: Runtime, s: Any, run: Any, spec: Any, task_id: str | None) -> bool:
     """Claim the step for this delivery; False when it must not run here (see :mod:`pipeline.leases`)."""
     name = spec.name
-    claim, row = leases.claim(s, run.id, name, spec.kind, task_id=task_id,
-                              lease_seconds=runtime.settings.lease_seconds)
+    claim, row = leases.claim(s, run.id, name, spec.kind, task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
     if claim is Claim.ACQUIRED:
         return True
     if claim is Claim.HELD:

@@ -80,10 +80,18 @@ def _due(s: Session, now: datetime, limit: int) -> list[tuple[str, str]]:
 
     Served by the partial index on pending approvals: a sweep reads what is pending, not the history.
     """
-    query = (select(ApprovalRow.id, ApprovalRow.run_id).join(RunRow, RunRow.id == ApprovalRow.run_id)
-             .where(ApprovalRow.status == PENDING, ApprovalRow.expires_at.is_not(None),
-                    ApprovalRow.expires_at <= now, RunRow.status == WAITING)
-             .order_by(ApprovalRow.expires_at, ApprovalRow.id).limit(limit))
+    query = (
+        select(ApprovalRow.id, ApprovalRow.run_id)
+        .join(RunRow, RunRow.id == ApprovalRow.run_id)
+        .where(
+            ApprovalRow.status == PENDING,
+            ApprovalRow.expires_at.is_not(None),
+            ApprovalRow.expires_at <= now,
+            RunRow.status == WAITING,
+        )
+        .order_by(ApprovalRow.expires_at, ApprovalRow.id)
+        .limit(limit)
+    )
     return [(approval_id, run_id) for approval_id, run_id in s.execute(query)]
 
 
@@ -94,22 +102,47 @@ def _expire_one(runtime: Runtime, run_id: str, approval_id: str, now: datetime) 
         approval = s.get(ApprovalRow, approval_id)
         # Checked again under the lock: between the scan and now, a person may have decided, the run may have
         # been cancelled, or another sweep may have rejected or escalated it (moving its deadline on).
-        if (approval is None or approval.status != PENDING or run.status != WAITING or approval.expires_at is None
-                or _utc(approval.expires_at) > now):
+        if (
+            approval is None
+            or approval.status != PENDING
+            or run.status != WAITING
+            or approval.expires_at is None
+            or _utc(approval.expires_at) > now
+        ):
             return False
         policy = _policy(runtime, s, run, approval)
         deadline = _utc(approval.expires_at)
         if policy.action == "escalate":
             _escalate(s, run, approval, policy, now)
             return True
-        queries.add_event(s, run.id, "approval.expired", approval.step, approval_id=approval.id, role=approval.role,
-                          expires_at=deadline.isoformat(), resolution=REJECTED)
-        comment = (f"The approval expired at {deadline.isoformat()} before anyone ({approval.role}) decided; "
-                   "it was rejected automatically.")
+        queries.add_event(
+            s,
+            run.id,
+            "approval.expired",
+            approval.step,
+            approval_id=approval.id,
+            role=approval.role,
+            expires_at=deadline.isoformat(),
+            resolution=REJECTED,
+        )
+        comment = (
+            f"The approval expired at {deadline.isoformat()} before anyone ({approval.role}) decided; "
+            "it was rejected automatically."
+        )
         send = approvals.record_decision(
-            runtime, s, run, approval, REJECTED, by=EXPIRY_ACTOR, comment=comment,
-            failure={"reason": EXPIRED_REASON, "message": f"{approval.step}: approval expired at "
-                     f"{deadline.isoformat()} without a decision", "expired_at": deadline.isoformat()})
+            runtime,
+            s,
+            run,
+            approval,
+            REJECTED,
+            by=EXPIRY_ACTOR,
+            comment=comment,
+            failure={
+                "reason": EXPIRED_REASON,
+                "message": f"{approval.step}: approval expired at {deadline.isoformat()} without a decision",
+                "expired_at": deadline.isoformat(),
+            },
+        )
     send()
     return True
 
@@ -142,11 +175,27 @@ def _escalate(s: Session, run: RunRow, approval: ApprovalRow, policy: _Policy, n
     # The assignee belonged to the role that missed the deadline; anyone holding the new role may decide.
     approval.assignee = None
     approval.expires_at = now + policy.escalate_expires_in
-    queries.add_event(s, run.id, "approval.expired", approval.step, approval_id=approval.id, role=from_role,
-                      expires_at=deadline.isoformat(), resolution="escalated")
-    queries.add_event(s, run.id, "approval.escalated", approval.step, approval_id=approval.id, from_role=from_role,
-                      to_role=approval.role, from_assignee=from_assignee,
-                      expires_at=approval.expires_at.isoformat())
+    queries.add_event(
+        s,
+        run.id,
+        "approval.expired",
+        approval.step,
+        approval_id=approval.id,
+        role=from_role,
+        expires_at=deadline.isoformat(),
+        resolution="escalated",
+    )
+    queries.add_event(
+        s,
+        run.id,
+        "approval.escalated",
+        approval.step,
+        approval_id=approval.id,
+        from_role=from_role,
+        to_role=approval.role,
+        from_assignee=from_assignee,
+        expires_at=approval.expires_at.isoformat(),
+    )
 
 
 def _utc(moment: datetime) -> datetime:

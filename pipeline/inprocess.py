@@ -19,8 +19,15 @@ from pipeline.errors import ConfigurationError
 
 
 @contextmanager
-def worker(app: Celery, *, concurrency: int = 4, pool: str = "threads", loglevel: str = "WARNING",
-           start_timeout: float = 30.0, queues: list[str] | None = None) -> Iterator[WorkController]:
+def worker(
+    app: Celery,
+    *,
+    concurrency: int = 4,
+    pool: str = "threads",
+    loglevel: str = "WARNING",
+    start_timeout: float = 30.0,
+    queues: list[str] | None = None,
+) -> Iterator[WorkController]:
     ready = threading.Event()
 
     class _Worker(WorkController):
@@ -33,15 +40,22 @@ def worker(app: Celery, *, concurrency: int = 4, pool: str = "threads", loglevel
     # fallback; worker threads must resolve to this app, not to Celery's unconfigured default.
     app.set_current()
     app.set_default()
-    controller = _Worker(app=app, concurrency=concurrency, pool=pool, loglevel=loglevel,
-                         hostname=f"rubot-inprocess-{os.getpid()}-{id(app)}@{socket.gethostname()}",
-                         without_heartbeat=True, without_mingle=True, without_gossip=True, ready_callback=None,
-                         queues=queues)
+    controller = _Worker(
+        app=app,
+        concurrency=concurrency,
+        pool=pool,
+        loglevel=loglevel,
+        hostname=f"rubot-inprocess-{os.getpid()}-{id(app)}@{socket.gethostname()}",
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+        ready_callback=None,
+        queues=queues,
+    )
     thread = threading.Thread(target=controller.start, name="rubot-worker", daemon=True)
     thread.start()
     if not ready.wait(start_timeout):
-        raise ConfigurationError(f"the in-process worker did not connect to {app.conf.broker_url} in "
-                                 f"{start_timeout}s")
+        raise ConfigurationError(f"the in-process worker did not connect to {app.conf.broker_url} in {start_timeout}s")
     try:
         yield controller
     finally:

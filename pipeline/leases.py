@@ -36,8 +36,9 @@ class Claim(enum.Enum):
     EXPIRED = "expired"  # the holder died; the caller decides whether to take over (then it is ours)
 
 
-def claim(session: Session, run_id: str, op_key: str, kind: str, *, task_id: str | None,
-          lease_seconds: float) -> tuple[Claim, EffectRow | None]:
+def claim(
+    session: Session, run_id: str, op_key: str, kind: str, *, task_id: str | None, lease_seconds: float
+) -> tuple[Claim, EffectRow | None]:
     """Try to claim ``op_key`` (in the caller's transaction, with the run row locked)."""
     row = queries.get_effect(session, run_id, op_key)
     now = utcnow()
@@ -61,9 +62,15 @@ def take_over(row: EffectRow, *, task_id: str | None, lease_seconds: float) -> N
 
 def renew(runtime: Runtime, run_id: str, op_key: str) -> bool:
     with runtime.db.transaction() as s:
-        result = s.execute(update(EffectRow).where(
-            EffectRow.run_id == run_id, EffectRow.op_key == op_key, EffectRow.status == CLAIMED,
-        ).values(lease_expires_at=utcnow() + timedelta(seconds=runtime.settings.lease_seconds)))
+        result = s.execute(
+            update(EffectRow)
+            .where(
+                EffectRow.run_id == run_id,
+                EffectRow.op_key == op_key,
+                EffectRow.status == CLAIMED,
+            )
+            .values(lease_expires_at=utcnow() + timedelta(seconds=runtime.settings.lease_seconds))
+        )
         return result.rowcount > 0
 
 

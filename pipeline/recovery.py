@@ -43,11 +43,17 @@ def set_aside(session: Session, run: RunRow, status: str, error: dict[str, Any])
 
 
 def needs_reconciliation(session: Session, run: RunRow, op_key: str, what: str) -> None:
-    set_aside(session, run, NEEDS_RECONCILIATION, {
-        "reason": "needs_reconciliation", "op_key": op_key,
-        "message": f"{what} was interrupted and may already have taken effect; a person must check it "
-                   "before the run goes on",
-    })
+    set_aside(
+        session,
+        run,
+        NEEDS_RECONCILIATION,
+        {
+            "reason": "needs_reconciliation",
+            "op_key": op_key,
+            "message": f"{what} was interrupted and may already have taken effect; a person must check it "
+            "before the run goes on",
+        },
+    )
 
 
 def count_recovery(session: Session, run: RunRow, op_key: str | None, why: str, max_recoveries: int) -> bool:
@@ -55,10 +61,17 @@ def count_recovery(session: Session, run: RunRow, op_key: str | None, why: str, 
     run.recoveries = (run.recoveries or 0) + 1
     queries.add_event(session, run.id, "run.recovered", op_key, why=why, recoveries=run.recoveries)
     if run.recoveries > max_recoveries:
-        set_aside(session, run, DEAD_LETTER, {
-            "reason": "dead_letter", "op_key": op_key, "recoveries": run.recoveries,
-            "message": f"gave up after {run.recoveries} recoveries; last: {why}",
-        })
+        set_aside(
+            session,
+            run,
+            DEAD_LETTER,
+            {
+                "reason": "dead_letter",
+                "op_key": op_key,
+                "recoveries": run.recoveries,
+                "message": f"gave up after {run.recoveries} recoveries; last: {why}",
+            },
+        )
         return False
     return True
 
@@ -67,16 +80,19 @@ def stuck_runs(session: Session, runtime: Runtime, now: datetime) -> dict[str, s
     """Active runs that need a take-over, with why."""
     lease = timedelta(seconds=runtime.settings.lease_seconds)
     expired = session.execute(
-        select(EffectRow.run_id, EffectRow.op_key).join(RunRow, RunRow.id == EffectRow.run_id).where(
-            EffectRow.status == CLAIMED, EffectRow.lease_expires_at < now, RunRow.status.in_((QUEUED, RUNNING)))
+        select(EffectRow.run_id, EffectRow.op_key)
+        .join(RunRow, RunRow.id == EffectRow.run_id)
+        .where(EffectRow.status == CLAIMED, EffectRow.lease_expires_at < now, RunRow.status.in_((QUEUED, RUNNING)))
     ).all()
     found = {run_id: f"lease on {op_key} expired" for run_id, op_key in expired}
-    live_claim = exists().where(and_(EffectRow.run_id == RunRow.id, EffectRow.status == CLAIMED,
-                                     EffectRow.lease_expires_at >= now))
+    live_claim = exists().where(
+        and_(EffectRow.run_id == RunRow.id, EffectRow.status == CLAIMED, EffectRow.lease_expires_at >= now)
+    )
     started = ~((RunRow.status == QUEUED) & (RunRow.dispatch_seq == 0))  # never-started runs wait for a slot
     stalled = session.execute(
-        select(RunRow.id).where(RunRow.status.in_((QUEUED, RUNNING)), RunRow.updated_at < now - 2 * lease,
-                                ~live_claim, started)
+        select(RunRow.id).where(
+            RunRow.status.in_((QUEUED, RUNNING)), RunRow.updated_at < now - 2 * lease, ~live_claim, started
+        )
     ).scalars()
     for run_id in stalled:
         found.setdefault(run_id, "no progress for two leases")
@@ -110,8 +126,11 @@ def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = N
         if run.status not in (QUEUED, RUNNING):
             return False
         workflow = workflow_of(runtime, run.workflow)
-        dead = [r for r in queries.effects(s, run_id)
-                if r.status == CLAIMED and r.lease_expires_at is not None and as_utc(r.lease_expires_at) < now]
+        dead = [
+            r
+            for r in queries.effects(s, run_id)
+            if r.status == CLAIMED and r.lease_expires_at is not None and as_utc(r.lease_expires_at) < now
+        ]
         if not dead and queries.live_claims(s, run_id, now):
             return False  # someone is working on it after all
         run.updated_at = now  # a stalled run is looked at again only after another two leases

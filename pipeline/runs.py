@@ -47,9 +47,20 @@ class Approval:
 
     @classmethod
     def from_row(cls, row: ApprovalRow) -> Approval:
-        return cls(id=row.id, step=row.step, role=row.role, reason=row.reason, assignee=row.assignee,
-                   status=row.status, decided_by=row.decided_by, decided_at=row.decided_at, comment=row.comment,
-                   decision_payload=row.decision_payload, expires_at=row.expires_at, created_at=row.created_at)
+        return cls(
+            id=row.id,
+            step=row.step,
+            role=row.role,
+            reason=row.reason,
+            assignee=row.assignee,
+            status=row.status,
+            decided_by=row.decided_by,
+            decided_at=row.decided_at,
+            comment=row.comment,
+            decision_payload=row.decision_payload,
+            expires_at=row.expires_at,
+            created_at=row.created_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -134,8 +145,9 @@ class Run:
     def events(self) -> list[Event]:
         if self._events is None:
             with self._runtime.db.transaction() as s:
-                self._events = [Event(e.id, e.type, e.step, e.data or {}, e.created_at)
-                                for e in queries.events(s, self.id)]
+                self._events = [
+                    Event(e.id, e.type, e.step, e.data or {}, e.created_at) for e in queries.events(s, self.id)
+                ]
         return self._events
 
     @property
@@ -163,26 +175,30 @@ class Run:
             self._load(queries.get_run(s, self.id))
         return self
 
-    def approve(self, approved_by: str, payload: Any = None, *, comment: str | None = None,
-                approval_id: str | None = None) -> Approval:
+    def approve(
+        self, approved_by: str, payload: Any = None, *, comment: str | None = None, approval_id: str | None = None
+    ) -> Approval:
         """Approve the pending approval; the run is re-enqueued from SQL."""
         return self._decide("approved", approved_by, payload, comment, approval_id)
 
-    def reject(self, rejected_by: str, payload: Any = None, *, comment: str | None = None,
-               approval_id: str | None = None) -> Approval:
+    def reject(
+        self, rejected_by: str, payload: Any = None, *, comment: str | None = None, approval_id: str | None = None
+    ) -> Approval:
         """Reject the pending approval; the run fails with reason ``rejected`` unless the step continues."""
         return self._decide("rejected", rejected_by, payload, comment, approval_id)
 
-    def request_changes(self, requested_by: str, payload: Any = None, *, comment: str | None = None,
-                        approval_id: str | None = None) -> Approval:
+    def request_changes(
+        self, requested_by: str, payload: Any = None, *, comment: str | None = None, approval_id: str | None = None
+    ) -> Approval:
         """Send the approval back with requested changes (reason ``changes_requested`` by default)."""
         return self._decide("changes_requested", requested_by, payload, comment, approval_id)
 
     def _decide(self, decision: str, by: str, payload: Any, comment: str | None, approval_id: str | None) -> Approval:
         from pipeline import approvals
 
-        approval = approvals.decide(self._runtime, self.id, decision, by=by, payload=payload, comment=comment,
-                                    approval_id=approval_id)
+        approval = approvals.decide(
+            self._runtime, self.id, decision, by=by, payload=payload, comment=comment, approval_id=approval_id
+        )
         self.refresh()
         return approval
 
@@ -211,8 +227,17 @@ class Run:
 class RunView:
     """What a ``@step`` method sees as ``self.run``: the run's data with a writable ``state``."""
 
-    def __init__(self, *, id: str, workflow: str, input: Any, context: Any, subject: Any,
-                 state: dict[str, Any], approvals: list[Approval]) -> None:
+    def __init__(
+        self,
+        *,
+        id: str,
+        workflow: str,
+        input: Any,
+        context: Any,
+        subject: Any,
+        state: dict[str, Any],
+        approvals: list[Approval],
+    ) -> None:
         self.id = id
         self.workflow = workflow
         self.input = input

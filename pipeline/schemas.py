@@ -39,8 +39,9 @@ def make_schema(spec: Any, *, owner: str, attribute: str) -> type[Schema] | None
     )
 
 
-def load(schema: type[Schema] | None, data: Any, *, error: type[ValidationError], what: str,
-         unknown: str = marshmallow.RAISE) -> Any:
+def load(
+    schema: type[Schema] | None, data: Any, *, error: type[ValidationError], what: str, unknown: str = marshmallow.RAISE
+) -> Any:
     """Validate ``data`` against ``schema`` and return the deserialized value, or raise ``error``.
 
     ``unknown=marshmallow.EXCLUDE`` drops undeclared fields instead of rejecting them.
@@ -52,8 +53,9 @@ def load(schema: type[Schema] | None, data: Any, *, error: type[ValidationError]
     try:
         return schema(unknown=unknown).load(dict(data))
     except marshmallow.ValidationError as exc:
-        raise error(f"{what} is invalid: {_summary(exc.normalized_messages())}",
-                    details=exc.normalized_messages()) from None
+        raise error(
+            f"{what} is invalid: {_summary(exc.normalized_messages())}", details=exc.normalized_messages()
+        ) from None
 
 
 def validate_output(schema: type[Schema] | None, data: Any, *, error: type[ValidationError], what: str) -> Any:

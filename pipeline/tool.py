@@ -120,13 +120,16 @@ def _check_approval_expiry(cls: type[Tool]) -> None:
     owner = cls.__name__
     expires_in = cls.approval_expires_in
     if expires_in is not None and (not isinstance(expires_in, timedelta) or expires_in.total_seconds() <= 0):
-        raise DefinitionError(f"{owner}.approval_expires_in must be a positive datetime.timedelta or None, "
-                              f"got {expires_in!r}")
+        raise DefinitionError(
+            f"{owner}.approval_expires_in must be a positive datetime.timedelta or None, got {expires_in!r}"
+        )
     if cls.approval_on_expire != "reject":
         # A tool call is bound to one model turn; handing it to another role would keep the agent waiting on
         # a call whose context has moved on, so an expired call is refused and the model decides what next.
-        raise DefinitionError(f"{owner}.approval_on_expire must be \"reject\" (tool-call approvals cannot "
-                              f"escalate), got {cls.approval_on_expire!r}")
+        raise DefinitionError(
+            f'{owner}.approval_on_expire must be "reject" (tool-call approvals cannot '
+            f"escalate), got {cls.approval_on_expire!r}"
+        )
 
 
 def resolve(ref: Any, *, where: str) -> type[Tool]:

@@ -126,13 +126,19 @@ def _run_claimed(runtime: Runtime, run_id: str, op: str, call: ToolCall, tool: A
         row = queries.get_effect(s, run_id, op)
         if row is not None and row.status == DONE:
             return True  # a concurrent delivery recorded first (only possible for tools without side effects)
-        _record(s, run, op, call, Answer(_capped(s, run_id, op, content, agent.result_cap_bytes), event),
-                is_error=is_error, row=row)
+        _record(
+            s,
+            run,
+            op,
+            call,
+            Answer(_capped(s, run_id, op, content, agent.result_cap_bytes), event),
+            is_error=is_error,
+            row=row,
+        )
     return True
 
 
-def _interrupted(runtime: Runtime, s: Any, run: Any, agent: type, op: str, call: ToolCall,
-                 task_id: str | None) -> str:
+def _interrupted(runtime: Runtime, s: Any, run: Any, agent: type, op: str, call: ToolCall, task_id: str | None) -> str:
     """A side-effecting call is claimed: "held" (its holder lives), "set_aside" or "retry" (idempotent)."""
     from pipeline import recovery
 
@@ -149,8 +155,9 @@ def _interrupted(runtime: Runtime, s: Any, run: Any, agent: type, op: str, call:
     return "retry"
 
 
-def _screen(s: Any, run: Any, workflow: type, agent: type, step: str, n: int, call: ToolCall,
-            tool_cls: type | None, user: Any) -> Answer | None:
+def _screen(
+    s: Any, run: Any, workflow: type, agent: type, step: str, n: int, call: ToolCall, tool_cls: type | None, user: Any
+) -> Answer | None:
     """The checks that answer a call without running it, in order."""
     if tool_cls is None:
         available = ", ".join([t.name for t in agent._tools] + [READ_DATA_TOOL, FINAL_ANSWER_TOOL])
@@ -160,8 +167,9 @@ def _screen(s: Any, run: Any, workflow: type, agent: type, step: str, n: int, ca
     tool = tool_cls(None)
     if not tool.permitted_for(user):
         return Answer(f"Not permitted: the user of this run may not call {call.name}.", "tool.denied", "tool_denied")
-    check = policies.ToolCallCheck(run_id=run.id, workflow=run.workflow, step=step, tool=call.name,
-                                   input=call.input, user=user)
+    check = policies.ToolCallCheck(
+        run_id=run.id, workflow=run.workflow, step=step, tool=call.name, input=call.input, user=user
+    )
     for owner in (workflow, agent):
         hook = getattr(owner, "policy", None)
         if hook is not None:
@@ -171,8 +179,12 @@ def _screen(s: Any, run: Any, workflow: type, agent: type, step: str, n: int, ca
     try:
         tool_cls.validate_input(call.input)
     except InvalidToolInput as exc:
-        return Answer(f"Invalid arguments for {call.name}: {json.dumps(exc.details, sort_keys=True)}",
-                      "tool.invalid_input", "invalid_tool_input", details=exc.details)
+        return Answer(
+            f"Invalid arguments for {call.name}: {json.dumps(exc.details, sort_keys=True)}",
+            "tool.invalid_input",
+            "invalid_tool_input",
+            details=exc.details,
+        )
     return None
 
 
@@ -196,25 +208,46 @@ def _approval_gate(s: Any, run: Any, op: str, call: ToolCall, tool_cls: type, re
     approval = queries.approval_for_step(s, run.id, op)
     digest = args_hash(call.name, call.input)
     if approval is None:
-        approval = ApprovalRow(id=queries.new_id("apr"), run_id=run.id, step=op, role=tool_cls.approval_role,
-                               reason=reason, status=PENDING, kind="tool_call", tool_input=call.input,
-                               args_hash=digest, created_at=utcnow(),
-                               expires_at=tool_cls.approval_expires_at(utcnow()))
+        approval = ApprovalRow(
+            id=queries.new_id("apr"),
+            run_id=run.id,
+            step=op,
+            role=tool_cls.approval_role,
+            reason=reason,
+            status=PENDING,
+            kind="tool_call",
+            tool_input=call.input,
+            args_hash=digest,
+            created_at=utcnow(),
+            expires_at=tool_cls.approval_expires_at(utcnow()),
+        )
         s.add(approval)
         run.status = WAITING
-        queries.add_event(s, run.id, "approval.requested", op, approval_id=approval.id, role=approval.role,
-                          reason=reason, tool=call.name, args_hash=digest)
+        queries.add_event(
+            s,
+            run.id,
+            "approval.requested",
+            op,
+            approval_id=approval.id,
+            role=approval.role,
+            reason=reason,
+            tool=call.name,
+            args_hash=digest,
+        )
         queries.add_event(s, run.id, "run.waiting_for_approval", op)
         return True
     if approval.status == PENDING:
         return True
     if approval.args_hash != digest:
-        return Answer("The approval on record is for different arguments; this call was not run.",
-                      "tool.approval_mismatch")
+        return Answer(
+            "The approval on record is for different arguments; this call was not run.", "tool.approval_mismatch"
+        )
     if approval.status != APPROVED:
         comment = f": {approval.comment}" if approval.comment else ""
-        return Answer(f"A person ({approval.decided_by}) {approval.status.replace('_', ' ')} this call{comment}. "
-                      "It was not run.", "tool.rejected")
+        return Answer(
+            f"A person ({approval.decided_by}) {approval.status.replace('_', ' ')} this call{comment}. It was not run.",
+            "tool.rejected",
+        )
     return None
 
 
@@ -237,9 +270,16 @@ def _capped(s: Any, run_id: str, op: str, content: str, cap: int) -> str:
     token = queries.new_id("blob")
     s.add(BlobRow(id=token, run_id=run_id, op_key=op, content=content, size=size, created_at=utcnow()))
     pages = math.ceil(size / cap)
-    return json.dumps({"stored_result": token, "bytes": size, "pages": pages, "preview": content[:300],
-                       "note": f"The result is too large to show ({size} bytes). Call read_data with this token "
-                               f"and page 1..{pages} to read it."})
+    return json.dumps(
+        {
+            "stored_result": token,
+            "bytes": size,
+            "pages": pages,
+            "preview": content[:300],
+            "note": f"The result is too large to show ({size} bytes). Call read_data with this token "
+            f"and page 1..{pages} to read it.",
+        }
+    )
 
 
 def _read_data(s: Any, run_id: str, arguments: dict[str, Any], cap: int) -> Answer:
@@ -250,12 +290,13 @@ def _read_data(s: Any, run_id: str, arguments: dict[str, Any], cap: int) -> Answ
     pages = max(1, math.ceil(blob.size / cap))
     if not isinstance(page, int) or not 1 <= page <= pages:
         return Answer(f"page must be an integer from 1 to {pages}.", "tool.read_data_bad_page")
-    data = blob.content.encode()[(page - 1) * cap: page * cap].decode(errors="replace")
+    data = blob.content.encode()[(page - 1) * cap : page * cap].decode(errors="replace")
     return Answer(json.dumps({"token": token, "page": page, "pages": pages, "data": data}), "tool.read_data")
 
 
-def _record(s: Any, run: Any, op: str, call: ToolCall, answer: Answer, *, is_error: bool | None,
-            row: EffectRow | None = None) -> None:
+def _record(
+    s: Any, run: Any, op: str, call: ToolCall, answer: Answer, *, is_error: bool | None, row: EffectRow | None = None
+) -> None:
     error = is_error if is_error is not None else answer.event != "tool.read_data"
     result = {"content": answer.content, "is_error": error}
     if row is None:

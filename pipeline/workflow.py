@@ -103,8 +103,10 @@ def _check_unit(owner: str, unit: Unit, seen: set[str]) -> Unit:
             if not isinstance(member, StepSpec):
                 raise DefinitionError(f"{where}: parallel() takes steps, got {member!r}")
             if member.ends_segment:
-                raise DefinitionError(f"{where}: an {member.kind} step cannot run in parallel with other steps "
-                                      "(it continues the run from SQL when it is done)")
+                raise DefinitionError(
+                    f"{where}: an {member.kind} step cannot run in parallel with other steps "
+                    "(it continues the run from SQL when it is done)"
+                )
             members.append(_check_step(owner, member, seen))
         _claim(owner, unit.name, seen)
         return ParallelGroup(steps=tuple(members), name=unit.name)
@@ -141,7 +143,7 @@ def _check_step(owner: str, spec: StepSpec, seen: set[str]) -> StepSpec:
         return spec
     if isinstance(spec, ApprovalStep):
         if not isinstance(spec.role, str) or not spec.role.strip():
-            raise DefinitionError(f"{where}: approval_step needs a role, e.g. approval_step(role=\"manager\")")
+            raise DefinitionError(f'{where}: approval_step needs a role, e.g. approval_step(role="manager")')
         for attr in ("on_reject", "on_changes_requested"):
             if getattr(spec, attr) not in _OUTCOMES:
                 raise DefinitionError(f"{where}: {attr} must be one of {_OUTCOMES}")
@@ -161,17 +163,16 @@ def _check_expiry(where: str, spec: ApprovalStep) -> ApprovalStep:
         if spec.on_expire is not None:
             raise DefinitionError(f"{where}: on_expire={spec.on_expire!r} needs expires_in (when does it expire?)")
         if spec.escalate_to is not None or spec.escalate_expires_in is not None:
-            raise DefinitionError(f"{where}: escalate_to/escalate_expires_in need expires_in and "
-                                  "on_expire=\"escalate\"")
+            raise DefinitionError(f'{where}: escalate_to/escalate_expires_in need expires_in and on_expire="escalate"')
         return spec
     if spec.on_expire == "escalate":
         if not isinstance(spec.escalate_to, str) or not spec.escalate_to.strip():
-            raise DefinitionError(f"{where}: on_expire=\"escalate\" needs escalate_to, the role to escalate to")
+            raise DefinitionError(f'{where}: on_expire="escalate" needs escalate_to, the role to escalate to')
         if spec.escalate_to == spec.role:
             raise DefinitionError(f"{where}: escalate_to must name another role than {spec.role!r}")
         return spec
     if spec.escalate_to is not None or spec.escalate_expires_in is not None:
-        raise DefinitionError(f"{where}: escalate_to/escalate_expires_in only apply with on_expire=\"escalate\"")
+        raise DefinitionError(f'{where}: escalate_to/escalate_expires_in only apply with on_expire="escalate"')
     return replace(spec, on_expire="reject")
 
 

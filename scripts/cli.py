@@ -131,8 +131,13 @@ def migrate() -> None:
 
 
 @main.command()
-@click.option("--status", "statuses", multiple=True, type=click.Choice(RUN_STATUSES),
-              help="Only runs in this status (repeatable).")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(RUN_STATUSES),
+    help="Only runs in this status (repeatable).",
+)
 @click.option("--workflow", help="Only runs of this workflow (class name).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="At most this many.")
 def runs(statuses: tuple[str, ...], workflow: str | None, limit: int) -> None:
@@ -166,8 +171,9 @@ def _decision_command(name: str, method: str, verb: str, summary: str) -> None:
     @click.option("--approval", "approval_id", metavar="ID", help="Decide this approval (default: the pending one).")
     @click.option("--wait", is_flag=True, help="Wait until the run completes, fails or waits again.")
     @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds --wait waits at most.")
-    def command(run_id: str, by: str, comment: str | None, payload: Any, approval_id: str | None, wait: bool,
-                timeout: float) -> None:
+    def command(
+        run_id: str, by: str, comment: str | None, payload: Any, approval_id: str | None, wait: bool, timeout: float
+    ) -> None:
         import pipeline
 
         _runtime()
@@ -183,8 +189,12 @@ def _decision_command(name: str, method: str, verb: str, summary: str) -> None:
 
 _decision_command("approve", "approve", "Approved", "Approve a run's pending approval; the run resumes.")
 _decision_command("reject", "reject", "Rejected", "Reject a run's pending approval.")
-_decision_command("request-changes", "request_changes", "Requested changes on",
-                  "Send a run's pending approval back with requested changes.")
+_decision_command(
+    "request-changes",
+    "request_changes",
+    "Requested changes on",
+    "Send a run's pending approval back with requested changes.",
+)
 
 
 @main.command()
@@ -205,8 +215,7 @@ def cancel(run_id: str, by: str | None, reason: str | None) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--by", required=True, help="Who checked the downstream system (recorded).")
-@click.option("--happened/--not-happened", required=True,
-              help="Whether the interrupted side effect took place.")
+@click.option("--happened/--not-happened", required=True, help="Whether the interrupted side effect took place.")
 @click.option("--result", callback=_payload, metavar="JSON", help="Its outcome, when it happened.")
 @click.option("--comment", help="What was checked.")
 def reconcile(run_id: str, by: str, happened: bool, result: Any, comment: str | None) -> None:
@@ -250,11 +259,21 @@ def exec_command(argv: list[str]) -> NoReturn:
     os.execvp(argv[0], argv)
 
 
-def worker_argv(settings: Any, *, concurrency: int | None, loglevel: str, pool: str | None,
-                extra: Sequence[str] = ()) -> list[str]:
+def worker_argv(
+    settings: Any, *, concurrency: int | None, loglevel: str, pool: str | None, extra: Sequence[str] = ()
+) -> list[str]:
     """``celery -A tasks.app worker -Q <queue> ...`` for this interpreter."""
-    argv = [sys.executable, "-m", "celery", "-A", _celery_app_module(), "worker", "-Q", settings.queue,
-            f"--loglevel={loglevel}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        _celery_app_module(),
+        "worker",
+        "-Q",
+        settings.queue,
+        f"--loglevel={loglevel}",
+    ]
     if concurrency is not None:
         argv.append(f"--concurrency={concurrency}")
     if pool is not None:
@@ -265,8 +284,17 @@ def worker_argv(settings: Any, *, concurrency: int | None, loglevel: str, pool: 
 def beat_argv(settings: Any, *, loglevel: str, extra: Sequence[str] = ()) -> list[str]:
     """``celery -A tasks.app beat`` with its schedule file kept under ``RUBOT_HOME``."""
     schedule = Path(settings.home) / "celerybeat-schedule"
-    return [sys.executable, "-m", "celery", "-A", _celery_app_module(), "beat", f"--schedule={schedule}",
-            f"--loglevel={loglevel}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        _celery_app_module(),
+        "beat",
+        f"--schedule={schedule}",
+        f"--loglevel={loglevel}",
+        *extra,
+    ]
 
 
 def web_argv(*, host: str, port: int, extra: Sequence[str] = ()) -> list[str]:
@@ -280,8 +308,12 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
 @main.command(context_settings=PASSTHROUGH)
 @click.option("--concurrency", "-c", type=click.IntRange(1), help="Worker processes/threads (Celery's default).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True, help="Celery log level.")
-@click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "solo", "eventlet", "gevent"]),
-              help="Celery execution pool (Celery's default: prefork).")
+@click.option(
+    "--pool",
+    "-P",
+    type=click.Choice(["prefork", "threads", "solo", "eventlet", "gevent"]),
+    help="Celery execution pool (Celery's default: prefork).",
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(concurrency: int | None, loglevel: str, pool: str | None, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker consuming the Rubot queue (extra arguments go to `celery worker`)."""
@@ -319,8 +351,17 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 def flower_argv(*, address: str, port: int, extra: Sequence[str] = ()) -> list[str]:
     """``celery -A tasks.app flower``; Flower reads ``FLOWER_BASIC_AUTH`` from the environment itself."""
-    return [sys.executable, "-m", "celery", "-A", _celery_app_module(), "flower", f"--address={address}",
-            f"--port={port}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        _celery_app_module(),
+        "flower",
+        f"--address={address}",
+        f"--port={port}",
+        *extra,
+    ]
 
 
 @main.command(context_settings=PASSTHROUGH)
@@ -342,8 +383,13 @@ def flower(address: str, port: int, flower_args: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=Path(".rubot/demo"),
-              show_default=True, help="Demo folder (SQLite database and broker); wiped at the start.")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".rubot/demo"),
+    show_default=True,
+    help="Demo folder (SQLite database and broker); wiped at the start.",
+)
 def demo(home: Path) -> None:
     """Run the conference-travel reference app end to end, with no servers and no API key."""
     from scripts.demo import run_demo

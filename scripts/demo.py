@@ -86,14 +86,28 @@ class Scenario:
 
 def scenarios(local_page_url: str) -> list[Scenario]:
     return [
-        Scenario(1, "auto-approved: emp_42 to Rails World, within budget",
-                 {"employee_id": "emp_42", "conference_name": "Rails World",
-                  "conference_url": "https://rubyonrails.org/world", "estimated_cost_cents": 132_500},
-                 manual=False),
-        Scenario(2, "manual approval: emp_7 to the demo's own meetup page, over budget",
-                 {"employee_id": "emp_7", "conference_name": "Rails Edge Meetup",
-                  "conference_url": local_page_url, "estimated_cost_cents": 65_000},
-                 manual=True),
+        Scenario(
+            1,
+            "auto-approved: emp_42 to Rails World, within budget",
+            {
+                "employee_id": "emp_42",
+                "conference_name": "Rails World",
+                "conference_url": "https://rubyonrails.org/world",
+                "estimated_cost_cents": 132_500,
+            },
+            manual=False,
+        ),
+        Scenario(
+            2,
+            "manual approval: emp_7 to the demo's own meetup page, over budget",
+            {
+                "employee_id": "emp_7",
+                "conference_name": "Rails Edge Meetup",
+                "conference_url": local_page_url,
+                "estimated_cost_cents": 65_000,
+            },
+            manual=True,
+        ),
     ]
 
 
@@ -107,8 +121,10 @@ def prepare_home(home: Path) -> Path:
         if not home.is_dir():
             raise DemoFailure(f"{home} exists and is not a folder")
         if any(home.iterdir()) and not (home / MARKER).exists():
-            raise DemoFailure(f"refusing to wipe {home}: it is not empty and was not created by `rubot demo` "
-                              f"(no {MARKER} file); pass --home with a new or empty folder")
+            raise DemoFailure(
+                f"refusing to wipe {home}: it is not empty and was not created by `rubot demo` "
+                f"(no {MARKER} file); pass --home with a new or empty folder"
+            )
         shutil.rmtree(home)
     home.mkdir(parents=True)
     (home / MARKER).write_text("Created by `rubot demo`, which wipes this folder every time it starts.\n")
@@ -117,14 +133,22 @@ def prepare_home(home: Path) -> Path:
 
 def demo_settings(home: Path) -> Settings:
     """The embedded default under ``home``; no ``RUBOT_*`` variable from the environment applies."""
-    return load({"RUBOT_HOME": str(home), "RUBOT_WORKFLOW_MODULES": "agents.conference_travel",
-                 "RUBOT_MODEL_PROVIDER": "offline", "RUBOT_LOG_LEVEL": "WARNING"})
+    return load(
+        {
+            "RUBOT_HOME": str(home),
+            "RUBOT_WORKFLOW_MODULES": "agents.conference_travel",
+            "RUBOT_MODEL_PROVIDER": "offline",
+            "RUBOT_LOG_LEVEL": "WARNING",
+        }
+    )
 
 
 def model_description(environ: Mapping[str, str]) -> str:
     if environ.get("ANTHROPIC_API_KEY"):
-        return ("offline deterministic model (the demo always runs offline so its outcome is reproducible; "
-                "`rubot worker` uses Anthropic because ANTHROPIC_API_KEY is set)")
+        return (
+            "offline deterministic model (the demo always runs offline so its outcome is reproducible; "
+            "`rubot worker` uses Anthropic because ANTHROPIC_API_KEY is set)"
+        )
     return "offline deterministic model (no ANTHROPIC_API_KEY)"
 
 
@@ -159,24 +183,32 @@ def summarize_step(step: str, result: Any) -> str:
     if not isinstance(result, dict):
         return output.compact(result)
     if step == "policy":
-        return (f"budget {money(result.get('budget_limit_cents'))} for an estimate of "
-                f"{money(result.get('estimated_cost_cents'))}; allowed topics: "
-                f"{', '.join(result.get('allowed_topics', []))}")
+        return (
+            f"budget {money(result.get('budget_limit_cents'))} for an estimate of "
+            f"{money(result.get('estimated_cost_cents'))}; allowed topics: "
+            f"{', '.join(result.get('allowed_topics', []))}"
+        )
     if step == "conference_site":
         from tools.website import route
 
         url = result.get("conference_url", "")
-        return (f'"{output.clip(result.get("page_title", ""), 48)}", {len(result.get("page_text", "")):,} chars '
-                f"of text, fetched from {route(url).url}")
+        return (
+            f'"{output.clip(result.get("page_title", ""), 48)}", {len(result.get("page_text", "")):,} chars '
+            f"of text, fetched from {route(url).url}"
+        )
     if step == "conference_review":
         risks = result.get("risks") or []
         verdict = "fits" if result.get("content_matches_policy") else "does not fit"
-        return (f"{verdict} the policy, confidence {result.get('confidence_score', 0):.2f}, "
-                f"{len(result.get('matched_topics', []))} topics matched, risks: "
-                f"{'; '.join(risks) if risks else 'none'}")
+        return (
+            f"{verdict} the policy, confidence {result.get('confidence_score', 0):.2f}, "
+            f"{len(result.get('matched_topics', []))} topics matched, risks: "
+            f"{'; '.join(risks) if risks else 'none'}"
+        )
     if "auto_approvable" in result:
-        text = (f"within budget: {_yes(result.get('within_budget'))}, "
-                f"auto-approvable: {_yes(result.get('auto_approvable'))}")
+        text = (
+            f"within budget: {_yes(result.get('within_budget'))}, "
+            f"auto-approvable: {_yes(result.get('auto_approvable'))}"
+        )
         if step == "hydrate_review":
             return f"review loaded ({text}, {len(result.get('risks') or [])} risk(s))"
         if "approval" in result:
@@ -198,15 +230,18 @@ def play(scenario: Scenario, echo: Echo) -> None:
     except (DemoFailure, RubotError):
         raise
     except Exception as exc:  # e.g. the operation tripping over a failed review: say so, in one line
-        failed = [f"; {r.workflow} {r.id} failed: {(r.error or {}).get('message')}"
-                  for r in follower.runs() if r.failed]
+        failed = [
+            f"; {r.workflow} {r.id} failed: {(r.error or {}).get('message')}" for r in follower.runs() if r.failed
+        ]
         raise DemoFailure(f"the operation raised {type(exc).__name__}: {exc}{''.join(failed)}") from exc
     finally:
         print_trails(follower.runs(), echo)
     check(scenario, run, follower.runs())
     echo("")
-    echo(f"Scenario {scenario.number} ended as expected: {run.workflow} {run.status}, "
-         f"auto_approvable={run.output['auto_approvable']}.")
+    echo(
+        f"Scenario {scenario.number} ended as expected: {run.workflow} {run.status}, "
+        f"auto_approvable={run.output['auto_approvable']}."
+    )
 
 
 def drive(scenario: Scenario, follower: Follower, echo: Echo) -> Run:
@@ -214,8 +249,11 @@ def drive(scenario: Scenario, follower: Follower, echo: Echo) -> Run:
     from agents.conference_travel import ConferenceTravelApprovalOperation
 
     echo(f"ConferenceTravelApprovalOperation.launch(input={output.compact(scenario.input, 200)})")
-    run = follow(lambda: ConferenceTravelApprovalOperation.launch(input=scenario.input, subject=scenario.subject),
-                 follower, timeout=SCENARIO_TIMEOUT)
+    run = follow(
+        lambda: ConferenceTravelApprovalOperation.launch(input=scenario.input, subject=scenario.subject),
+        follower,
+        timeout=SCENARIO_TIMEOUT,
+    )
     if not run.waiting_for_approval:
         return run
     approval = run.pending_approval
@@ -292,15 +330,24 @@ def run_demo(home: Path, *, echo: Echo = print) -> bool:
             stack.callback(runtime.install, runtime.install(rt))
             stack.enter_context(inprocess.worker(app, concurrency=WORKER_THREADS, loglevel="WARNING"))
             echo("Rubot demo: the conference-travel reference app of DESIGN.md §3, on this machine only.")
-            for line in output.key_values([
-                ("home", f"{home} (wiped)"),
-                ("database", f"{settings.database_url} (migrated to revision {revision})"),
-                ("broker", f"{settings.broker_url} queue {settings.queue!r}; in-process Celery worker, "
-                           f"{WORKER_THREADS} threads"),
-                ("websites", f"{sites.url} serves the seeded conference pages (RUBOT_SITE_MIRROR) "
-                             f"and the demo's page {LOCAL_PAGE_PATH}"),
-                ("model", model_description(os.environ)),
-            ], indent="  "):
+            for line in output.key_values(
+                [
+                    ("home", f"{home} (wiped)"),
+                    ("database", f"{settings.database_url} (migrated to revision {revision})"),
+                    (
+                        "broker",
+                        f"{settings.broker_url} queue {settings.queue!r}; in-process Celery worker, "
+                        f"{WORKER_THREADS} threads",
+                    ),
+                    (
+                        "websites",
+                        f"{sites.url} serves the seeded conference pages (RUBOT_SITE_MIRROR) "
+                        f"and the demo's page {LOCAL_PAGE_PATH}",
+                    ),
+                    ("model", model_description(os.environ)),
+                ],
+                indent="  ",
+            ):
                 echo(line)
             all_scenarios = scenarios(local_url)
             for scenario in all_scenarios:

@@ -84,8 +84,11 @@ def key_values(pairs: Sequence[tuple[str, str]], *, indent: str = "") -> list[st
 
 def event_data(data: dict[str, Any], *, width: int = SHORT) -> str:
     """An event's data as ``key=value`` pairs, without plumbing keys and empty values."""
-    pairs = [f"{key}={compact(value, 40)}" for key, value in data.items()
-             if key not in NOISY_EVENT_KEYS and value not in (None, "", [], {})]
+    pairs = [
+        f"{key}={compact(value, 40)}"
+        for key, value in data.items()
+        if key not in NOISY_EVENT_KEYS and value not in (None, "", [], {})
+    ]
     return clip(" ".join(pairs), width)
 
 
@@ -94,24 +97,34 @@ def event_lines(events: Sequence[Event], *, indent: str = "  ", width: int = SHO
     if not events:
         return [f"{indent}(no events)"]
     start = events[0].created_at
-    rows = [[f"+{(event.created_at - start).total_seconds():.3f}s", event.type, event.step or "-",
-             event_data(event.data, width=width)] for event in events]
+    rows = [
+        [
+            f"+{(event.created_at - start).total_seconds():.3f}s",
+            event.type,
+            event.step or "-",
+            event_data(event.data, width=width),
+        ]
+        for event in events
+    ]
     return table(["at", "event", "step", "data"], rows, indent=indent)
 
 
 def approval_lines(approvals: Sequence[Approval], *, indent: str = "  ") -> list[str]:
     if not approvals:
         return [f"{indent}(none)"]
-    rows = [[a.id, a.step, a.role, a.status, a.decided_by or "-", when(a.decided_at),
-             clip(a.comment or a.reason or "", 48)] for a in approvals]
+    rows = [
+        [a.id, a.step, a.role, a.status, a.decided_by or "-", when(a.decided_at), clip(a.comment or a.reason or "", 48)]
+        for a in approvals
+    ]
     return table(["id", "step", "role", "status", "by", "decided", "comment / reason"], rows, indent=indent)
 
 
 def effect_lines(effects: Sequence[Effect], *, indent: str = "  ") -> list[str]:
     if not effects:
         return [f"{indent}(none)"]
-    return table(["op_key", "kind", "recorded"], [[e.op_key, e.kind, when(e.created_at)] for e in effects],
-                 indent=indent)
+    return table(
+        ["op_key", "kind", "recorded"], [[e.op_key, e.kind, when(e.created_at)] for e in effects], indent=indent
+    )
 
 
 def run_table(runs: Sequence[Run]) -> list[str]:
@@ -133,20 +146,31 @@ def run_detail(run: Run, *, full: bool = False) -> list[str]:
         ("started", when(run.started_at)),
         ("finished", when(run.finished_at)),
         ("cost", f"${run.cost_usd:.6f}"),
-        ("tokens", f"{usage.total:,} (input {usage.input_tokens:,}, output {usage.output_tokens:,}, "
-                   f"cache write {usage.cache_write_tokens:,}, cache read {usage.cache_read_tokens:,})"),
+        (
+            "tokens",
+            f"{usage.total:,} (input {usage.input_tokens:,}, output {usage.output_tokens:,}, "
+            f"cache write {usage.cache_write_tokens:,}, cache read {usage.cache_read_tokens:,})",
+        ),
     ]
     if run.subject is not None:
         head.append(("subject", compact(run.subject)))
     lines = key_values(head)
-    sections: list[tuple[str, Any]] = [("input", run.input), ("context", run.context or None),
-                                       ("state", run.state or None), ("output", run.output), ("error", run.error)]
+    sections: list[tuple[str, Any]] = [
+        ("input", run.input),
+        ("context", run.context or None),
+        ("state", run.state or None),
+        ("output", run.output),
+        ("error", run.error),
+    ]
     for title, value in sections:
         if value is not None:
             lines += ["", f"{title}:", *pretty(value, full=full)]
     pending = run.pending_approval
-    lines += ["", "approvals:" + (f"  (pending: {pending.role} - {pending.reason})" if pending else ""),
-              *approval_lines(run.approvals)]
+    lines += [
+        "",
+        "approvals:" + (f"  (pending: {pending.role} - {pending.reason})" if pending else ""),
+        *approval_lines(run.approvals),
+    ]
     lines += ["", "ledger:", *effect_lines(run.effects)]
     lines += ["", "events:", *event_lines(run.events, width=200 if full else SHORT)]
     return lines

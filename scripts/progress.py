@@ -33,8 +33,7 @@ class Follower:
     ``summarize(step, result)`` turns a completed step's state entry into the text after the step name.
     """
 
-    def __init__(self, subject: Any, echo: Echo, *, summarize: Summarize = generic_summary,
-                 scan: int = 50) -> None:
+    def __init__(self, subject: Any, echo: Echo, *, summarize: Summarize = generic_summary, scan: int = 50) -> None:
         self.subject = subject
         self.echo = echo
         self.summarize = summarize
@@ -72,8 +71,9 @@ class Follower:
             keys = data.get("keys") or [event.step]
             return step + "; ".join(self.summarize(event.step or "", run.state.get(key)) for key in keys)
         if event.type == "model.turn":
-            return step + (f"model turn ({data.get('provider')} model {data.get('model')}, "
-                           f"stop: {data.get('stop_reason')})")
+            return step + (
+                f"model turn ({data.get('provider')} model {data.get('model')}, stop: {data.get('stop_reason')})"
+            )
         if event.type == "step.failed":
             return step + f"FAILED: {data.get('message', data.get('reason'))}"
         if event.type == "approval.requested":

@@ -13,8 +13,12 @@ from pipeline.errors import ModelError, ModelUnavailable
 from pipeline.runtime import Runtime
 
 # Infrastructure hiccups (database restarted, connection dropped) are retried; everything else is a run outcome.
-RETRY = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": True, "retry_backoff_max": 30,
-         "max_retries": 20}
+RETRY = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "max_retries": 20,
+}
 MODEL_RETRIES = 8
 
 
@@ -44,11 +48,13 @@ def register(app: Celery, runtime: Runtime) -> None:
         dispatch.resume(runtime, run_id, expected_seq)
 
     @app.task(name=compiler.LAUNCH_TASK, shared=False, ignore_result=True, **RETRY)
-    def launch(workflow: str, input: Any = None, subject: Any = None, context: Any = None,
-               run_id: str | None = None) -> str:
+    def launch(
+        workflow: str, input: Any = None, subject: Any = None, context: Any = None, run_id: str | None = None
+    ) -> str:
         """Entry point for host apps: ``send_task("rubot.launch", args=[name, input], kwargs={...})``."""
-        return api.create(runtime, workflow, input=input, subject=subject, context=context, run_id=run_id,
-                          record_invalid=True)
+        return api.create(
+            runtime, workflow, input=input, subject=subject, context=context, run_id=run_id, record_invalid=True
+        )
 
     @app.task(name=agent_loop.TURN_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
     def agent_turn(self: Any, run_id: str, step: str, n: int) -> None:
@@ -60,7 +66,7 @@ def register(app: Celery, runtime: Runtime) -> None:
                 agent_loop.model_error_to_failure(runtime, run_id, step, exc)
                 return
             # The provider's retry-after when it gave one, else exponential backoff (1, 2, 4 ... 60 s).
-            delay = exc.retry_after if exc.retry_after is not None else min(2 ** self.request.retries, 60)
+            delay = exc.retry_after if exc.retry_after is not None else min(2**self.request.retries, 60)
             raise self.retry(countdown=delay, max_retries=MODEL_RETRIES) from None
         except ModelError as exc:
             agent_loop.model_error_to_failure(runtime, run_id, step, exc)

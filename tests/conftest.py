@@ -100,5 +100,9 @@ def eventually(condition: Callable[[], object], *, timeout: float = 30, what: st
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--long", action="store_true", default=False,
-                     help="run the long fault-test mode (200+ runs with random worker kills)")
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the long fault-test mode (200+ runs with random worker kills)",
+    )

@@ -35,8 +35,14 @@ class EscalatingApprovalWorkflow(Workflow):
 
     input_schema = SINK_INPUT
     prepare = _record("prepare")
-    manager = approval_step(role="manager", assignee="mia@example.com", expires_in=HOUR, on_expire="escalate",
-                            escalate_to="director", escalate_expires_in=4 * HOUR)
+    manager = approval_step(
+        role="manager",
+        assignee="mia@example.com",
+        expires_in=HOUR,
+        on_expire="escalate",
+        escalate_to="director",
+        escalate_expires_in=4 * HOUR,
+    )
     after = _record("after")
 
 

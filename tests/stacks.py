@@ -26,9 +26,18 @@ from pipeline.store import migrate
 from tasks.factory import make_app
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_MODULES = ",".join(["tests.workflows", "tests.agent_workflows", "tests.fault_workflows",
-                             "tests.expiry_workflows", "agents.conference_travel"])
-POSTGRES_ADMIN_URL = os.environ.get("RUBOT_TEST_POSTGRES_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+WORKFLOW_MODULES = ",".join(
+    [
+        "tests.workflows",
+        "tests.agent_workflows",
+        "tests.fault_workflows",
+        "tests.expiry_workflows",
+        "agents.conference_travel",
+    ]
+)
+POSTGRES_ADMIN_URL = os.environ.get(
+    "RUBOT_TEST_POSTGRES_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("RUBOT_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
@@ -126,8 +135,12 @@ class Stack:
 def embedded_stack(tmp: Path) -> Stack:
     home = tmp / "embedded"
     shutil.rmtree(home, ignore_errors=True)
-    env = {"RUBOT_HOME": str(home), "RUBOT_WORKFLOW_MODULES": WORKFLOW_MODULES, "RUBOT_SITES": "seeded",
-           "RUBOT_LOG_LEVEL": "WARNING"}
+    env = {
+        "RUBOT_HOME": str(home),
+        "RUBOT_WORKFLOW_MODULES": WORKFLOW_MODULES,
+        "RUBOT_SITES": "seeded",
+        "RUBOT_LOG_LEVEL": "WARNING",
+    }
     return Stack("embedded", env, home)
 
 
@@ -135,12 +148,19 @@ def production_stack(tmp: Path, *, database: str, redis_url: str = REDIS_URL) ->
     require_services()
     url = create_postgres_database(database)
     home = tmp / "production"
-    env = {"RUBOT_HOME": str(home), "RUBOT_DATABASE_URL": url, "RUBOT_BROKER_URL": redis_url,
-           "RUBOT_RESULT_BACKEND": redis_url, "RUBOT_QUEUE": f"rubot-test-{uuid.uuid4().hex[:8]}",
-           # Every key this stack writes carries its own prefix: parallel test sessions sharing the Redis
-           # server never see (or wipe) each other's messages and result keys.
-           "RUBOT_REDIS_KEY_PREFIX": f"rubot-test-{uuid.uuid4().hex[:8]}:",
-           "RUBOT_WORKFLOW_MODULES": WORKFLOW_MODULES, "RUBOT_SITES": "seeded", "RUBOT_LOG_LEVEL": "WARNING"}
+    env = {
+        "RUBOT_HOME": str(home),
+        "RUBOT_DATABASE_URL": url,
+        "RUBOT_BROKER_URL": redis_url,
+        "RUBOT_RESULT_BACKEND": redis_url,
+        "RUBOT_QUEUE": f"rubot-test-{uuid.uuid4().hex[:8]}",
+        # Every key this stack writes carries its own prefix: parallel test sessions sharing the Redis
+        # server never see (or wipe) each other's messages and result keys.
+        "RUBOT_REDIS_KEY_PREFIX": f"rubot-test-{uuid.uuid4().hex[:8]}:",
+        "RUBOT_WORKFLOW_MODULES": WORKFLOW_MODULES,
+        "RUBOT_SITES": "seeded",
+        "RUBOT_LOG_LEVEL": "WARNING",
+    }
     return Stack("redis_postgres", env, home)
 
 
@@ -155,12 +175,32 @@ class WorkerProcess:
     def start(cls, stack: Stack, *, concurrency: int, log: Path | None) -> WorkerProcess:
         log = log or stack.home / f"worker-{uuid.uuid4().hex[:6]}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "--loglevel=INFO",
-                   f"--concurrency={concurrency}", "--pool=prefork", "--without-gossip", "--without-mingle",
-                   "-Q", stack.settings.queue, "-n", f"test-{uuid.uuid4().hex[:6]}@%h"]
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app",
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={concurrency}",
+            "--pool=prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "-Q",
+            stack.settings.queue,
+            "-n",
+            f"test-{uuid.uuid4().hex[:6]}@%h",
+        ]
         handle = log.open("ab")
-        process = subprocess.Popen(command, cwd=ROOT, env=stack.subprocess_env(), stdout=handle,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=stack.subprocess_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         worker = cls(process, log)
         worker.wait_ready()
         return worker

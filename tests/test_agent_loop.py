@@ -30,15 +30,19 @@ def final(resolution="resolved", refunded=0, id=None):
     return reply(tool_uses=[use], usage={"input_tokens": 100, "output_tokens": 20})
 
 
-
 def events(run, type_):
     return [e for e in run.refresh().events if e.type == type_]
 
 
 def test_a_tool_turn_then_a_final_answer_completes_the_step_and_the_workflow(stack, model, sink):
-    model.add(reply("Let me check.", tool_uses=[("lookup_order", {"order_id": 7})],
-                    usage={"input_tokens": 300, "output_tokens": 40}),
-              final("delivered; no refund"))
+    model.add(
+        reply(
+            "Let me check.",
+            tool_uses=[("lookup_order", {"order_id": 7})],
+            usage={"input_tokens": 300, "output_tokens": 40},
+        ),
+        final("delivered; no refund"),
+    )
 
     run = pipeline.run(aw.SupportWorkflow, input=SUPPORT, timeout=60)
 
@@ -55,9 +59,16 @@ def test_a_tool_turn_then_a_final_answer_completes_the_step_and_the_workflow(sta
 
 
 def test_tool_calls_of_one_turn_run_in_parallel_as_a_chord_into_the_next_turn(stack, model, sink):
-    model.add(reply(tool_uses=[("lookup_order", {"order_id": 1}), ("lookup_order", {"order_id": 2}),
-                               ("lookup_order", {"order_id": 3})]),
-              final())
+    model.add(
+        reply(
+            tool_uses=[
+                ("lookup_order", {"order_id": 1}),
+                ("lookup_order", {"order_id": 2}),
+                ("lookup_order", {"order_id": 3}),
+            ]
+        ),
+        final(),
+    )
 
     run = pipeline.run(aw.SupportWorkflow, input=SUPPORT, timeout=60)
 
@@ -77,9 +88,14 @@ def test_a_hostile_model_ends_within_budget_with_no_unauthorized_execution(stack
         return reply(tool_uses=[("read_data", {"token": stored["stored_result"], "page": 2})])
 
     model.add(
-        reply(tool_uses=[("launch_missiles", {"target": "moon"}), ("read_secrets", {"topic": "payroll"}),
-                         ("lookup_order", {"order_id": "seven"}),
-                         ("refund_order", {"order_id": 7, "amount_cents": 5})]),
+        reply(
+            tool_uses=[
+                ("launch_missiles", {"target": "moon"}),
+                ("read_secrets", {"topic": "payroll"}),
+                ("lookup_order", {"order_id": "seven"}),
+                ("refund_order", {"order_id": 7, "amount_cents": 5}),
+            ]
+        ),
         reply(tool_uses=[("lookup_order", {"order_id": 7})] * 50),
         reply(tool_uses=[("export_everything", {})]),
         read_back,
@@ -101,8 +117,7 @@ def test_a_hostile_model_ends_within_budget_with_no_unauthorized_execution(stack
     assert len(events(run, "agent.invalid_output")) == 1
     with stack.runtime.db.transaction() as s:
         row = queries.get_run(s, run.id)
-        assert row.counters == {"unknown_tool": 1, "tool_denied": 2, "invalid_tool_input": 1,
-                                "duplicate_tool_call": 49}
+        assert row.counters == {"unknown_tool": 1, "tool_denied": 2, "invalid_tool_input": 1, "duplicate_tool_call": 49}
     # The 10 MB result never reached the model: it got a token and read page 2 of 4 KB.
     sizes = [len(json.dumps(r.messages)) for r in model.requests]
     assert max(sizes) < 200_000
@@ -126,8 +141,9 @@ def test_the_turn_budget_fails_the_run_and_keeps_the_transcript(stack, model, si
 
 
 def test_the_run_token_budget_is_checked_before_every_model_call(stack, model):
-    model.add(reply(tool_uses=[("lookup_order", {"order_id": 1})], usage={"input_tokens": 450, "output_tokens": 60}),
-              final())
+    model.add(
+        reply(tool_uses=[("lookup_order", {"order_id": 1})], usage={"input_tokens": 450, "output_tokens": 60}), final()
+    )
 
     run = pipeline.run(aw.BudgetedWorkflow, input=SUPPORT, timeout=60)
 
@@ -147,8 +163,10 @@ def test_invalid_answers_go_back_with_field_errors_then_the_step_fails(stack, mo
     assert run.error["details"] == {"refunded_cents": ["Not a valid integer."]}
     feedback = model.requests[1].messages[-1]["content"][0]
     assert feedback["is_error"] is True and "refunded_cents" in feedback["content"]
-    assert model.requests[2].messages[-1]["content"] == "Answer by calling the final_answer tool with fields " \
-                                                        "matching its schema."
+    assert (
+        model.requests[2].messages[-1]["content"] == "Answer by calling the final_answer tool with fields "
+        "matching its schema."
+    )
 
 
 def test_a_large_refund_parks_for_approval_bound_to_its_arguments_and_runs_once(stack, model, sink):
@@ -245,8 +263,9 @@ def test_an_interrupted_side_effect_moves_the_run_to_needs_reconciliation(stack,
 
 
 @pytest.mark.parametrize("happened", [True, False])
-def test_a_person_reconciles_the_interrupted_side_effect_and_the_run_goes_on(stack, model, sink, blocked_refund,
-                                                                             happened):
+def test_a_person_reconciles_the_interrupted_side_effect_and_the_run_goes_on(
+    stack, model, sink, blocked_refund, happened
+):
     started, release = blocked_refund
     model.add(reply(tool_uses=[("refund_order", {"order_id": 7, "amount_cents": 100}, "toolu_x")]), final())
     run = pipeline.enqueue(aw.SupportWorkflow, input=SUPPORT, context=SUPPORT_USER)
@@ -258,8 +277,12 @@ def test_a_person_reconciles_the_interrupted_side_effect_and_the_run_goes_on(sta
         run.retry(by="ops@example.com")  # retry is for dead letters; this one needs a decision
 
     # When a person checked the payment system and says whether the refund happened
-    run.reconcile(by="ops@example.com", happened=happened, result={"refund_id": "re_checked"},
-                  comment="checked in the PSP dashboard")
+    run.reconcile(
+        by="ops@example.com",
+        happened=happened,
+        result={"refund_id": "re_checked"},
+        comment="checked in the PSP dashboard",
+    )
     if not happened:
         eventually(lambda: len(sink_lines(sink)) == 2, what="the refund to run again")
     release.set()  # the hung first delivery returns late: the recorded outcome stands, its result is dropped
@@ -284,8 +307,9 @@ def test_retryable_model_errors_are_retried_and_the_turn_is_billed_once(stack, m
     assert run.status == "completed", run.error
     assert len(model.requests) == 4
     assert len(events(run, "model.turn")) == 1
-    expected = pricing.cost_micros(Usage(input_tokens=100, output_tokens=20),
-                                   pricing.price_for("claude-haiku-4-5", stack.settings.prices))
+    expected = pricing.cost_micros(
+        Usage(input_tokens=100, output_tokens=20), pricing.price_for("claude-haiku-4-5", stack.settings.prices)
+    )
     assert run.cost_micros == expected
 
 
@@ -316,13 +340,17 @@ def test_cancel_mid_loop_makes_no_further_model_or_tool_call(stack, model, sink)
     assert len(model.requests) == 1 and model.remaining == 1
 
 
-def test_the_real_sdk_through_the_stand_in_carries_schemas_and_cache_control_and_costs_what_it_reports(stack, sink,
-                                                                                                     monkeypatch):
+def test_the_real_sdk_through_the_stand_in_carries_schemas_and_cache_control_and_costs_what_it_reports(
+    stack, sink, monkeypatch
+):
     monkeypatch.setenv("RUBOT_TEST_SINK", str(sink))
-    usage = {"input_tokens": 1200, "output_tokens": 150, "cache_creation_input_tokens": 900,
-             "cache_read_input_tokens": 2500}
-    with MessagesStandIn([reply(tool_uses=[("lookup_order", {"order_id": 3})], usage=usage),
-                          final()]) as stand_in:
+    usage = {
+        "input_tokens": 1200,
+        "output_tokens": 150,
+        "cache_creation_input_tokens": 900,
+        "cache_read_input_tokens": 2500,
+    }
+    with MessagesStandIn([reply(tool_uses=[("lookup_order", {"order_id": 3})], usage=usage), final()]) as stand_in:
         previous, stack.runtime.model = stack.runtime.model, AnthropicModel("test-key", base_url=stand_in.url)
         try:
             run = pipeline.run(aw.SupportWorkflow, input=SUPPORT, timeout=60)
@@ -331,15 +359,22 @@ def test_the_real_sdk_through_the_stand_in_carries_schemas_and_cache_control_and
 
     assert run.status == "completed", run.error
     first = stand_in.requests[0].body
-    assert [t["name"] for t in first["tools"]] == ["lookup_order", "refund_order", "read_secrets",
-                                                   "export_everything", "read_data", "final_answer"]
+    assert [t["name"] for t in first["tools"]] == [
+        "lookup_order",
+        "refund_order",
+        "read_secrets",
+        "export_everything",
+        "read_data",
+        "final_answer",
+    ]
     assert first["tools"][0]["input_schema"]["properties"] == {"order_id": {"type": "integer"}}
     assert [("cache_control" in t) for t in first["tools"]] == [False] * 5 + [True]
     assert first["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert "cache_control" not in json.dumps(first["messages"])
     assert "cache_control" not in json.dumps(stand_in.requests[1].body["messages"])
     price = pricing.price_for("claude-haiku-4-5", stack.settings.prices)
-    expected = (pricing.cost_micros(Usage(1200, 150, 900, 2500), price)
-                + pricing.cost_micros(Usage(100, 20, 0, 0), price))
+    expected = pricing.cost_micros(Usage(1200, 150, 900, 2500), price) + pricing.cost_micros(
+        Usage(100, 20, 0, 0), price
+    )
     assert run.cost_micros == expected
     assert (run.tokens.cache_write_tokens, run.tokens.cache_read_tokens) == (900, 2500)

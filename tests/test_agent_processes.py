@@ -13,18 +13,29 @@ def test_killing_the_worker_after_a_recorded_turn_reruns_no_turn_and_no_side_eff
 
     # Given a worker whose model is the real SDK talking to the stand-in, and a refund tool that holds still
     # while it runs (its gate file never appears), with a short visibility timeout so Redis redelivers soon
-    script = [reply(tool_uses=[("refund_order", {"order_id": 7, "amount_cents": 100})]),
-              reply(tool_uses=[{"name": "final_answer",
-                                "input": {"resolution": "refund status unknown", "refunded_cents": 0}}])]
+    script = [
+        reply(tool_uses=[("refund_order", {"order_id": 7, "amount_cents": 100})]),
+        reply(
+            tool_uses=[{"name": "final_answer", "input": {"resolution": "refund status unknown", "refunded_cents": 0}}]
+        ),
+    ]
     with MessagesStandIn(script) as stand_in:
-        env = {"RUBOT_MODEL_PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "test-key",
-               "ANTHROPIC_BASE_URL": stand_in.url, "RUBOT_TEST_SINK": str(sink),
-               "RUBOT_TEST_REFUND_GATE": str(tmp_path / "never"), "RUBOT_VISIBILITY_TIMEOUT": "3",
-               "RUBOT_LEASE_SECONDS": "2"}
+        env = {
+            "RUBOT_MODEL_PROVIDER": "anthropic",
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": stand_in.url,
+            "RUBOT_TEST_SINK": str(sink),
+            "RUBOT_TEST_REFUND_GATE": str(tmp_path / "never"),
+            "RUBOT_VISIBILITY_TIMEOUT": "3",
+            "RUBOT_LEASE_SECONDS": "2",
+        }
         production.env.update(env)
         worker = production.start_worker_process(concurrency=1)
-        run = pipeline.enqueue(aw.SupportWorkflow, input={"order_id": 7, "message": "refund please"},
-                               context={"user": {"id": "u1", "roles": ["support"]}})
+        run = pipeline.enqueue(
+            aw.SupportWorkflow,
+            input={"order_id": 7, "message": "refund please"},
+            context={"user": {"id": "u1", "roles": ["support"]}},
+        )
 
         # When the worker is SIGKILLed while the refund (recorded turn 1's tool call) is in progress
         eventually(lambda: sink_lines(sink), what="refund started")
@@ -35,9 +46,14 @@ def test_killing_the_worker_after_a_recorded_turn_reruns_no_turn_and_no_side_eff
         # it is not run again and the run waits for a person; the model is not asked about turn 1 again.
         replacement = production.start_worker_process(concurrency=1)
         try:
-            eventually(lambda: recovery.sweep(production.runtime) is not None
-                       and pipeline.get_run(run.id).status == "needs_reconciliation", timeout=60,
-                       what="run set aside for reconciliation")
+            eventually(
+                lambda: (
+                    recovery.sweep(production.runtime) is not None
+                    and pipeline.get_run(run.id).status == "needs_reconciliation"
+                ),
+                timeout=60,
+                what="run set aside for reconciliation",
+            )
         finally:
             replacement.stop()
 

@@ -33,8 +33,12 @@ def rubot(*args: str) -> Result:
 
 def handled_error(result: Result) -> bool:
     """The command failed on purpose: an exit status, a message on stderr, no traceback."""
-    return (result.exit_code != 0 and isinstance(result.exception, SystemExit)
-            and result.stderr.startswith("rubot: error: ") and "Traceback" not in result.output)
+    return (
+        result.exit_code != 0
+        and isinstance(result.exception, SystemExit)
+        and result.stderr.startswith("rubot: error: ")
+        and "Traceback" not in result.output
+    )
 
 
 def parked(sink: Path) -> pipeline.Run:
@@ -104,8 +108,9 @@ def test_approve_records_the_decision_and_the_run_resumes(stack, sink):
     run = parked(sink)
 
     # When it is approved from the command line, waiting for the run
-    result = rubot("approve", run.id, "--by", "lead@example.com", "--comment", "fine",
-                   "--payload", '{"limit": 500}', "--wait")
+    result = rubot(
+        "approve", run.id, "--by", "lead@example.com", "--comment", "fine", "--payload", '{"limit": 500}', "--wait"
+    )
 
     # Then the decision is recorded with its comment and payload and the run completes
     assert result.exit_code == 0, result.output
@@ -115,7 +120,10 @@ def test_approve_records_the_decision_and_the_run_resumes(stack, sink):
     assert final.completed
     approval = final.approvals[-1]
     assert (approval.decided_by, approval.comment, approval.decision_payload) == (
-        "lead@example.com", "fine", {"limit": 500})
+        "lead@example.com",
+        "fine",
+        {"limit": 500},
+    )
     assert sink_lines(sink)[-1].endswith("after")
 
 
@@ -164,8 +172,15 @@ def test_cancel_then_cancel_again(stack, sink):
     assert handled_error(again) and "already cancelled" in again.stderr
 
 
-@pytest.mark.parametrize("args", [["show", "run_nope"], ["approve", "run_nope", "--by", "x"],
-                                  ["reject", "run_nope", "--by", "x"], ["cancel", "run_nope"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "run_nope"],
+        ["approve", "run_nope", "--by", "x"],
+        ["reject", "run_nope", "--by", "x"],
+        ["cancel", "run_nope"],
+    ],
+)
 def test_unknown_run_is_a_clear_error(stack, args):
     result = rubot(*args)
     assert handled_error(result), result.output
@@ -247,31 +262,57 @@ def exec_calls(monkeypatch, tmp_path):
 def test_worker_execs_celery_on_the_configured_queue(exec_calls):
     result = rubot("worker", "--concurrency", "3", "--pool", "threads", "-l", "WARNING", "--without-gossip")
     assert result.exit_code == 0, result.output
-    assert exec_calls == [[sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", "rubot-cli-test",
-                           "--loglevel=WARNING", "--concurrency=3", "--pool=threads", "--without-gossip"]]
+    assert exec_calls == [
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app",
+            "worker",
+            "-Q",
+            "rubot-cli-test",
+            "--loglevel=WARNING",
+            "--concurrency=3",
+            "--pool=threads",
+            "--without-gossip",
+        ]
+    ]
 
 
 def test_beat_keeps_its_schedule_under_rubot_home(exec_calls, tmp_path):
     result = rubot("beat")
     assert result.exit_code == 0, result.output
     schedule = tmp_path / "home" / "celerybeat-schedule"
-    assert exec_calls == [[sys.executable, "-m", "celery", "-A", "tasks.app", "beat", f"--schedule={schedule}",
-                           "--loglevel=INFO"]]
+    assert exec_calls == [
+        [sys.executable, "-m", "celery", "-A", "tasks.app", "beat", f"--schedule={schedule}", "--loglevel=INFO"]
+    ]
     assert schedule.parent.is_dir()
 
 
 def test_web_execs_gunicorn_on_the_app_factory(exec_calls):
     result = rubot("web", "--port", "8123", "--workers", "2")
     assert result.exit_code == 0, result.output
-    assert exec_calls == [[sys.executable, "-m", "gunicorn", "pipeline.web.app:create_app()", "--bind",
-                           "127.0.0.1:8123", "--workers", "2"]]
+    assert exec_calls == [
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "pipeline.web.app:create_app()",
+            "--bind",
+            "127.0.0.1:8123",
+            "--workers",
+            "2",
+        ]
+    ]
 
 
 def test_flower_listens_on_loopback_by_default(exec_calls):
     result = rubot("flower", "--port", "5566")
     assert result.exit_code == 0, result.output
-    assert exec_calls == [[sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1",
-                           "--port=5566"]]
+    assert exec_calls == [
+        [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1", "--port=5566"]
+    ]
 
 
 def test_flower_refuses_a_public_address_without_basic_auth(exec_calls, monkeypatch):
@@ -291,17 +332,38 @@ def test_rubot_worker_consumes_the_queue(tmp_path):
     log = tmp_path / "worker.log"
     sink = tmp_path / "sink.log"
     sink.touch()
-    command = [sys.executable, "-m", "scripts.cli", "worker", "--concurrency", "2", "--pool", "threads",
-               "--without-gossip", "--without-mingle", "-n", f"cli-{uuid.uuid4().hex[:6]}@%h"]
+    command = [
+        sys.executable,
+        "-m",
+        "scripts.cli",
+        "worker",
+        "--concurrency",
+        "2",
+        "--pool",
+        "threads",
+        "--without-gossip",
+        "--without-mingle",
+        "-n",
+        f"cli-{uuid.uuid4().hex[:6]}@%h",
+    ]
 
     # When `rubot worker` runs as its own process
     with log.open("wb") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, env=fresh.subprocess_env(), stdout=handle,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=fresh.subprocess_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     previous = rubot_runtime.install(fresh.runtime)
     try:
-        eventually(lambda: " ready." in log.read_text(errors="replace") or process.poll() is not None,
-                   timeout=60, what="the worker to start")
+        eventually(
+            lambda: " ready." in log.read_text(errors="replace") or process.poll() is not None,
+            timeout=60,
+            what="the worker to start",
+        )
         assert process.poll() is None, log.read_text(errors="replace")
         run = pipeline.run(workflows.LinearWorkflow, input={"sink": str(sink), "n": 4}, timeout=60)
     finally:
@@ -322,8 +384,11 @@ def test_rubot_worker_consumes_the_queue(tmp_path):
 
 def demo_env() -> dict[str, str]:
     """This environment without any Rubot setting or API key, importing the project from its checkout."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("RUBOT_") and k not in ("ANTHROPIC_API_KEY", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RUBOT_") and k not in ("ANTHROPIC_API_KEY", "PYTHONPATH")
+    }
     env["PYTHONPATH"] = str(ROOT)
     return env
 
@@ -333,8 +398,14 @@ def test_demo_runs_both_paths_on_a_fresh_machine(tmp_path):
     home = tmp_path / "demo"
 
     # When `rubot demo` runs
-    done = subprocess.run([sys.executable, "-m", "scripts.cli", "demo", "--home", str(home)], cwd=tmp_path,
-                          env=demo_env(), capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.cli", "demo", "--home", str(home)],
+        cwd=tmp_path,
+        env=demo_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
     # Then it exits 0 after the auto-approved path and the park / approve / complete path
     text = done.stdout
@@ -373,8 +444,14 @@ sys.exit(0 if demo.run_demo(Path(sys.argv[1])) else 1)
 def test_demo_exits_1_and_says_why_when_a_scenario_goes_wrong(tmp_path):
     # Given a demo whose scenarios do not end as expected
     # When it runs
-    done = subprocess.run([sys.executable, "-c", SURPRISES, str(tmp_path / "demo")], cwd=tmp_path,
-                          env=demo_env(), capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", SURPRISES, str(tmp_path / "demo")],
+        cwd=tmp_path,
+        env=demo_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
     # Then it exits 1, explains each failure in a line, shows the failed run's error, and still shuts down
     text = done.stdout

@@ -19,8 +19,12 @@ from pipeline.store.tables import RunRow
 from tests import workflows
 from tests.conftest import eventually, sink_lines
 
-RAILS_WORLD = {"employee_id": "emp_42", "conference_name": "Rails World",
-               "conference_url": "https://rubyonrails.org/world", "estimated_cost_cents": 132_500}
+RAILS_WORLD = {
+    "employee_id": "emp_42",
+    "conference_name": "Rails World",
+    "conference_url": "https://rubyonrails.org/world",
+    "estimated_cost_cents": 132_500,
+}
 
 
 def event_types(run: pipeline.Run) -> list[str]:
@@ -38,9 +42,14 @@ def test_reference_review_completes_the_auto_approved_path(stack):
     assert run.output["within_budget"] is True
     assert run.state["conference_site"]["page_title"]
     assert run.state["conference_review"]["content_matches_policy"] is True
-    assert [e.op_key for e in run.effects] == ["policy", "conference_site", "conference_review/input",
-                                               "conference_review/turn-1",
-                                               "conference_review", "finalize"]
+    assert [e.op_key for e in run.effects] == [
+        "policy",
+        "conference_site",
+        "conference_review/input",
+        "conference_review/turn-1",
+        "conference_review",
+        "finalize",
+    ]
     turn = next(e for e in run.events if e.type == "model.turn")
     assert turn.data["provider"] == "offline"
 
@@ -77,8 +86,14 @@ def test_linear_steps_run_in_order_and_each_body_runs_once(stack, sink):
     assert run.output == {"n": 42, "seen": ["first", "second"]}
     assert sink_lines(sink) == [f"{run.id} first", f"{run.id} second"]
     steps = [(e.type, e.step) for e in run.events if e.type.startswith("step.")]
-    assert steps == [("step.started", "first"), ("step.completed", "first"), ("step.started", "second"),
-                     ("step.completed", "second"), ("step.started", "total"), ("step.completed", "total")]
+    assert steps == [
+        ("step.started", "first"),
+        ("step.completed", "first"),
+        ("step.started", "second"),
+        ("step.completed", "second"),
+        ("step.started", "total"),
+        ("step.completed", "total"),
+    ]
 
 
 def test_parallel_group_runs_as_a_chord_with_members_running_at_the_same_time(stack, sink):
@@ -193,8 +208,12 @@ def test_bad_run_input_is_refused_before_anything_is_written(stack, sink):
 
 def test_bad_input_through_the_launch_task_is_recorded_as_a_failed_run_and_no_step_runs(stack, sink):
     run_id = f"run_{uuid.uuid4().hex}"
-    stack.app.send_task("rubot.launch", args=["LinearWorkflow", {"sink": str(sink)}], kwargs={"run_id": run_id},
-                        queue=stack.settings.queue)
+    stack.app.send_task(
+        "rubot.launch",
+        args=["LinearWorkflow", {"sink": str(sink)}],
+        kwargs={"run_id": run_id},
+        queue=stack.settings.queue,
+    )
 
     run = pipeline.wait(eventually(lambda: _exists(stack, run_id) and run_id, what="run recorded"), timeout=30)
 
@@ -266,8 +285,14 @@ def test_the_operation_runs_inline_for_the_auto_path(stack):
 
 
 def test_manual_workflow_output_names_the_approval_payload(stack):
-    review = {"employee_id": "emp_1", "within_budget": True, "auto_approvable": False, "recommended": False,
-              "risks": ["x"], "confidence_score": 0.5}
+    review = {
+        "employee_id": "emp_1",
+        "within_budget": True,
+        "auto_approvable": False,
+        "recommended": False,
+        "risks": ["x"],
+        "confidence_score": 0.5,
+    }
     run = pipeline.run(ConferenceTravelManualApprovalWorkflow, input={"review": review}, timeout=60)
     run.approve(approved_by="m@example.com")
     run = pipeline.wait(run, timeout=60)

@@ -19,12 +19,14 @@ class NotATool:
 
 def test_tool_step_with_a_class_that_is_not_a_tool_fails_at_class_creation():
     with pytest.raises(DefinitionError, match=r"Bad\.lookup: tool_step: expected a Tool subclass"):
+
         class Bad(Workflow):
             lookup = tool_step(NotATool)
 
 
 def test_tool_step_with_an_unknown_tool_name_fails_and_lists_known_tools():
     with pytest.raises(DefinitionError, match=r"unknown tool 'no_such_tool' \(known tools: .*record"):
+
         class Bad(Workflow):
             lookup = tool_step("no_such_tool")
 
@@ -38,6 +40,7 @@ def test_a_tool_name_resolves_to_the_registered_tool():
 
 def test_duplicate_step_names_in_the_class_body_fail():
     with pytest.raises(DefinitionError, match=r"Bad: step 'lookup' is defined twice"):
+
         class Bad(Workflow):
             lookup = tool_step(Record)
             lookup = tool_step(Record)  # noqa: PIE794
@@ -45,6 +48,7 @@ def test_duplicate_step_names_in_the_class_body_fail():
 
 def test_a_parallel_member_reusing_a_step_name_fails():
     with pytest.raises(DefinitionError, match=r"step name 'first' is used twice"):
+
         class Bad(Workflow):
             first = tool_step(Record)
             both = parallel(first=tool_step(Record), other=tool_step(Record))
@@ -52,18 +56,21 @@ def test_a_parallel_member_reusing_a_step_name_fails():
 
 def test_approval_step_without_a_role_fails():
     with pytest.raises(DefinitionError, match=r"Bad\.gate: approval_step needs a role"):
+
         class Bad(Workflow):
             gate = approval_step(reason="no role given")
 
 
 def test_approval_step_with_a_non_positive_expiry_fails():
     with pytest.raises(DefinitionError, match="expires_in must be positive"):
+
         class Bad(Workflow):
             gate = approval_step(role="manager", expires_in=timedelta(0))
 
 
 def test_approval_step_cannot_run_in_parallel():
     with pytest.raises(DefinitionError, match="an approval step cannot run in parallel"):
+
         class Bad(Workflow):
             both = parallel(a=tool_step(Record), gate=approval_step(role="manager"))
 
@@ -71,6 +78,7 @@ def test_approval_step_cannot_run_in_parallel():
 @pytest.mark.parametrize("mapping", [lambda input: input, lambda input, state: input, lambda a, b, c, d: a])
 def test_input_callable_of_the_wrong_arity_fails(mapping):
     with pytest.raises(DefinitionError, match=r"input= must accept three arguments \(input, state, context\)"):
+
         class Bad(Workflow):
             lookup = tool_step(Record, input=mapping)
 
@@ -85,6 +93,7 @@ def test_input_callables_with_defaults_or_varargs_are_accepted():
 
 def test_a_step_method_must_take_only_self():
     with pytest.raises(DefinitionError, match="a @step must be a method taking only self"):
+
         class Bad(Workflow):
             @step
             def finalize(self, extra):
@@ -93,12 +102,14 @@ def test_a_step_method_must_take_only_self():
 
 def test_agent_step_needs_an_agent_class():
     with pytest.raises(DefinitionError, match="agent_step expects an Agent subclass"):
+
         class Bad(Workflow):
             review = agent_step(Record)
 
 
 def test_output_must_name_a_step():
     with pytest.raises(DefinitionError, match="output names 'missing'"):
+
         class Bad(Workflow):
             output = "missing"
             a = tool_step(Record)
@@ -106,12 +117,14 @@ def test_output_must_name_a_step():
 
 def test_a_workflow_without_steps_fails():
     with pytest.raises(DefinitionError, match="declares no steps"):
+
         class Empty(Workflow):
             pass
 
 
 def test_tool_schemas_must_be_marshmallow_fields_or_a_schema():
     with pytest.raises(DefinitionError, match=r"Broken\.input_schema: values must be marshmallow fields"):
+
         class Broken(Tool):
             input_schema = {"a": str}
 
@@ -121,15 +134,19 @@ def test_tool_schemas_must_be_marshmallow_fields_or_a_schema():
 
 def test_a_tool_must_implement_call():
     with pytest.raises(DefinitionError, match="must implement call"):
+
         class Lazy(Tool):
             description = "nothing"
 
 
 def test_an_agent_needs_instructions_and_an_output_schema():
     with pytest.raises(DefinitionError, match="instructions must be a non-empty string"):
+
         class Mute(Agent):
             output_schema = {"a": fields.String()}
+
     with pytest.raises(DefinitionError, match="output_schema is required"):
+
         class Shapeless(Agent):
             instructions = "Say something."
 
@@ -148,8 +165,10 @@ def test_schema_classes_are_accepted_and_converted_to_json_schema_by_apispec():
 
     assert Plot.json_schema() == {
         "type": "object",
-        "properties": {"x": {"type": "integer", "description": "horizontal"},
-                       "tags": {"type": "array", "items": {"type": "string"}}},
+        "properties": {
+            "x": {"type": "integer", "description": "horizontal"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
         "required": ["x"],
         "additionalProperties": False,
     }

@@ -200,11 +200,12 @@ def test_the_beat_task_runs_on_the_worker_and_expires_overdue_approvals(stack, s
 # --- tool-call approvals ----------------------------------------------------------------------------------------
 
 
-
 def test_an_expired_tool_call_approval_is_refused_and_the_model_is_told_it_expired(stack, model, sink):
     # Given an agent whose wire transfer waits for a treasurer for at most two hours
-    model.add(reply(tool_uses=[("wire_transfer", {"amount_cents": 90_000})]),
-              reply(tool_uses=[("final_answer", {"resolution": "transfer not approved in time"})]))
+    model.add(
+        reply(tool_uses=[("wire_transfer", {"amount_cents": 90_000})]),
+        reply(tool_uses=[("final_answer", {"resolution": "transfer not approved in time"})]),
+    )
     before = utcnow()
     run = pipeline.run(ew.TreasuryWorkflow, input={"amount_cents": 90_000}, timeout=60)
     assert run.waiting_for_approval, run.error
@@ -229,21 +230,32 @@ def test_an_expired_tool_call_approval_is_refused_and_the_model_is_told_it_expir
 # --- definitions and configuration ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"on_expire": "later", "expires_in": HOUR}, r"on_expire must be one of \('reject', 'escalate'\)"),
-    ({"on_expire": "reject"}, r"on_expire='reject' needs expires_in"),
-    ({"on_expire": "escalate", "escalate_to": "director"}, r"on_expire='escalate' needs expires_in"),
-    ({"on_expire": "escalate", "expires_in": HOUR}, r"on_expire=\"escalate\" needs escalate_to"),
-    ({"on_expire": "escalate", "expires_in": HOUR, "escalate_to": "  "}, r"needs escalate_to"),
-    ({"on_expire": "escalate", "expires_in": HOUR, "escalate_to": "manager"}, r"another role than 'manager'"),
-    ({"expires_in": HOUR, "escalate_to": "director"}, r"only apply with on_expire=\"escalate\""),
-    ({"escalate_to": "director"}, r"escalate_to/escalate_expires_in need expires_in"),
-    ({"on_expire": "escalate", "expires_in": HOUR, "escalate_to": "director", "escalate_expires_in": timedelta(0)},
-     r"escalate_expires_in must be positive"),
-    ({"expires_in": 3600}, r"expires_in must be a datetime.timedelta, got 3600"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"on_expire": "later", "expires_in": HOUR}, r"on_expire must be one of \('reject', 'escalate'\)"),
+        ({"on_expire": "reject"}, r"on_expire='reject' needs expires_in"),
+        ({"on_expire": "escalate", "escalate_to": "director"}, r"on_expire='escalate' needs expires_in"),
+        ({"on_expire": "escalate", "expires_in": HOUR}, r"on_expire=\"escalate\" needs escalate_to"),
+        ({"on_expire": "escalate", "expires_in": HOUR, "escalate_to": "  "}, r"needs escalate_to"),
+        ({"on_expire": "escalate", "expires_in": HOUR, "escalate_to": "manager"}, r"another role than 'manager'"),
+        ({"expires_in": HOUR, "escalate_to": "director"}, r"only apply with on_expire=\"escalate\""),
+        ({"escalate_to": "director"}, r"escalate_to/escalate_expires_in need expires_in"),
+        (
+            {
+                "on_expire": "escalate",
+                "expires_in": HOUR,
+                "escalate_to": "director",
+                "escalate_expires_in": timedelta(0),
+            },
+            r"escalate_expires_in must be positive",
+        ),
+        ({"expires_in": 3600}, r"expires_in must be a datetime.timedelta, got 3600"),
+    ],
+)
 def test_malformed_expiry_settings_fail_at_class_creation(options, message):
     with pytest.raises(DefinitionError, match=rf"Bad\.gate: .*{message}"):
+
         class Bad(Workflow):
             gate = approval_step(role="manager", **options)
 
@@ -259,24 +271,37 @@ def test_an_approval_with_a_deadline_rejects_on_expiry_unless_told_otherwise():
     assert NoDeadline._steps["gate"].on_expire is None
 
 
-@pytest.mark.parametrize(("attributes", "message"), [
-    ({"approval_on_expire": "escalate"}, r"approval_on_expire must be \"reject\" \(tool-call approvals cannot"),
-    ({"approval_expires_in": timedelta(0)}, r"approval_expires_in must be a positive datetime.timedelta"),
-    ({"approval_expires_in": 60}, r"approval_expires_in must be a positive datetime.timedelta or None, got 60"),
-])
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"approval_on_expire": "escalate"}, r"approval_on_expire must be \"reject\" \(tool-call approvals cannot"),
+        ({"approval_expires_in": timedelta(0)}, r"approval_expires_in must be a positive datetime.timedelta"),
+        ({"approval_expires_in": 60}, r"approval_expires_in must be a positive datetime.timedelta or None, got 60"),
+    ],
+)
 def test_malformed_tool_approval_expiry_fails_at_class_creation(attributes, message):
     def call(self, *, n):
         return {}
 
     with pytest.raises(DefinitionError, match=rf"BadTool\.{message}"):
-        type("BadTool", (Tool,), {"description": "x", "input_schema": {"n": fields.Integer()}, "call": call,
-                                  "name": "bad_expiry_tool", **attributes})
+        type(
+            "BadTool",
+            (Tool,),
+            {
+                "description": "x",
+                "input_schema": {"n": fields.Integer()},
+                "call": call,
+                "name": "bad_expiry_tool",
+                **attributes,
+            },
+        )
 
 
 def test_beat_runs_the_sweep_every_configured_interval():
     default = celery_config.build(load({"RUBOT_HOME": "/tmp/rubot-expiry-config"}))["beat_schedule"]
-    tuned = celery_config.build(load({"RUBOT_HOME": "/tmp/rubot-expiry-config",
-                                      "RUBOT_APPROVAL_SWEEP_SECONDS": "5"}))["beat_schedule"]
+    tuned = celery_config.build(load({"RUBOT_HOME": "/tmp/rubot-expiry-config", "RUBOT_APPROVAL_SWEEP_SECONDS": "5"}))[
+        "beat_schedule"
+    ]
 
     [entry] = [e for e in default.values() if e["task"] == expiry.SWEEP_TASK]
     assert entry["schedule"] == 30

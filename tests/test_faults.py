@@ -74,10 +74,12 @@ def test_sigkill_at_random_moments_loses_no_run_and_repeats_no_effect(faulty, si
     keys_per_op = Counter((run_id, op) for key, run_id, op in {tuple(line) for line in lines})
     attempts = len(lines)
     recoveries = sum(r.recoveries for r in runs)
-    print(f"\nfault figures: runs={runs_wanted} kills={kills} recoveries={recoveries} "
-          f"completed={statuses['completed']} "
-          f"effects={sum(effects.values())} attempts={attempts} duplicate_effects="
-          f"{sum(1 for c in keys_per_op.values() if c > 1)} statuses={dict(statuses)}")
+    print(
+        f"\nfault figures: runs={runs_wanted} kills={kills} recoveries={recoveries} "
+        f"completed={statuses['completed']} "
+        f"effects={sum(effects.values())} attempts={attempts} duplicate_effects="
+        f"{sum(1 for c in keys_per_op.values() if c > 1)} statuses={dict(statuses)}"
+    )
     assert kills >= 3
     assert statuses == {"completed": runs_wanted}  # 0 lost runs
     # every run charged and notified exactly once downstream: one idempotency key per operation
@@ -95,9 +97,15 @@ def test_a_step_that_kills_its_worker_every_time_goes_to_dead_letter_and_others_
     try:
         poison = pipeline.enqueue(fw.PoisonWorkflow)
         healthy = [pipeline.enqueue(fw.FaultWorkflow, input={"amount": n}) for n in range(5)]
-        sweep_until(faulty, lambda: pipeline.get_run(poison.id).status == "dead_letter"
-                    and all(pipeline.get_run(r.id).status == "completed" for r in healthy),
-                    timeout=120, what="poison set aside, healthy runs done")
+        sweep_until(
+            faulty,
+            lambda: (
+                pipeline.get_run(poison.id).status == "dead_letter"
+                and all(pipeline.get_run(r.id).status == "completed" for r in healthy)
+            ),
+            timeout=120,
+            what="poison set aside, healthy runs done",
+        )
     finally:
         worker.stop()
 
@@ -110,8 +118,12 @@ def test_a_step_that_kills_its_worker_every_time_goes_to_dead_letter_and_others_
     worker = faulty.start_worker_process(concurrency=2)
     try:
         assert poison.retry(by="ops@example.com").status == "running"
-        sweep_until(faulty, lambda: pipeline.get_run(poison.id).status == "dead_letter", timeout=60,
-                    what="poison set aside again")
+        sweep_until(
+            faulty,
+            lambda: pipeline.get_run(poison.id).status == "dead_letter",
+            timeout=60,
+            what="poison set aside again",
+        )
     finally:
         worker.stop()
     assert [e.type for e in pipeline.get_run(poison.id).events].count("run.recovered") == 6
@@ -124,8 +136,11 @@ def test_a_step_slower_than_the_visibility_timeout_never_runs_twice_at_once(faul
     try:
         run = pipeline.enqueue(fw.SlowWorkflow, input={"seconds": 7})
         run = pipeline.wait(run, timeout=60)
-        eventually(lambda: "step.held_elsewhere" in [e.type for e in run.refresh().events], timeout=20,
-                   what="the redelivered copy to stand back")
+        eventually(
+            lambda: "step.held_elsewhere" in [e.type for e in run.refresh().events],
+            timeout=20,
+            what="the redelivered copy to stand back",
+        )
     finally:
         worker.stop()
 
@@ -152,8 +167,9 @@ def test_two_hundred_launches_by_ten_users_never_exceed_the_caps_and_all_complet
     def sample() -> None:  # what SQL says is running, as often as it can be asked
         while not stop.is_set():
             with production.runtime.db.transaction() as s:
-                rows = s.execute(select(RunRow.user_id, func.count()).where(RunRow.status == "running")
-                                 .group_by(RunRow.user_id)).all()
+                rows = s.execute(
+                    select(RunRow.user_id, func.count()).where(RunRow.status == "running").group_by(RunRow.user_id)
+                ).all()
             samples.append((sum(c for _, c in rows), max((c for _, c in rows), default=0)))
 
     worker = production.start_worker_process(concurrency=4)
@@ -161,11 +177,19 @@ def test_two_hundred_launches_by_ten_users_never_exceed_the_caps_and_all_complet
     sampler.start()
     try:
         # When 10 users launch 200 runs at once
-        ids = [pipeline.enqueue(fw.SlowWorkflow, input={"seconds": 0.05},
-                                context={"user": {"id": f"user-{n % 10}"}}).id for n in range(200)]
-        sweep_until(production, lambda: all(pipeline.get_run(i).status == "completed" for i in ids[-20:])
-                    and all(pipeline.get_run(i).status == "completed" for i in ids), timeout=180,
-                    what="all 200 runs to complete")
+        ids = [
+            pipeline.enqueue(fw.SlowWorkflow, input={"seconds": 0.05}, context={"user": {"id": f"user-{n % 10}"}}).id
+            for n in range(200)
+        ]
+        sweep_until(
+            production,
+            lambda: (
+                all(pipeline.get_run(i).status == "completed" for i in ids[-20:])
+                and all(pipeline.get_run(i).status == "completed" for i in ids)
+            ),
+            timeout=180,
+            what="all 200 runs to complete",
+        )
     finally:
         stop.set()
         sampler.join(5)
@@ -174,8 +198,10 @@ def test_two_hundred_launches_by_ten_users_never_exceed_the_caps_and_all_complet
     # Then every run completed, runs over a cap waited in queued, and the caps held at every sample
     total_max, per_user_max = max(t for t, _ in samples), max(u for _, u in samples)
     waited = sum(1 for i in ids if "run.waiting_for_slot" in [e.type for e in pipeline.get_run(i).events])
-    print(f"\ncaps figures: runs=200 samples={len(samples)} max_running={total_max} max_per_user={per_user_max} "
-          f"waited_for_slot={waited}")
+    print(
+        f"\ncaps figures: runs=200 samples={len(samples)} max_running={total_max} max_per_user={per_user_max} "
+        f"waited_for_slot={waited}"
+    )
     assert len(samples) > 50
     assert total_max <= 5 and per_user_max <= 2
     assert total_max == 5  # the cap was reached, so it was tested
@@ -228,8 +254,12 @@ def test_a_redis_server_killed_and_restarted_mid_run_loses_no_run(tmp_path, sink
         redis_process = start_redis()
 
         # Then the sweeper re-dispatches what was lost and every run finishes, each effect once
-        sweep_until(stack, lambda: all(pipeline.get_run(r.id).status == "completed" for r in runs), timeout=180,
-                    what="all runs after the Redis restart")
+        sweep_until(
+            stack,
+            lambda: all(pipeline.get_run(r.id).status == "completed" for r in runs),
+            timeout=180,
+            what="all runs after the Redis restart",
+        )
         final = [pipeline.get_run(r.id) for r in runs]
         print(f"\nredis restart figures: runs=20 recoveries={sum(r.recoveries for r in final)}")
         _assert_all_effects_once(final, sink)
@@ -256,13 +286,20 @@ def test_postgres_connections_terminated_mid_run_lose_no_run_and_repeat_no_effec
             eventually(lambda: len(sink_lines(sink)) >= 2, timeout=60, what="runs under way")
             time.sleep(random.uniform(0.2, 0.6))
             with admin.connect() as conn:
-                terminated += conn.execute(text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database.engine.url.database}
+                terminated += conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": database.engine.url.database},
                 ).scalar_one()
         # Then the workers reconnect and retry, and every run completes with each effect once
-        sweep_until(faulty, lambda: all(pipeline.get_run(r.id).status == "completed" for r in runs), timeout=180,
-                    what="all runs after the terminations")
+        sweep_until(
+            faulty,
+            lambda: all(pipeline.get_run(r.id).status == "completed" for r in runs),
+            timeout=180,
+            what="all runs after the terminations",
+        )
     finally:
         worker.stop()
         admin.dispose()
@@ -286,8 +323,9 @@ def test_recovery_after_a_worker_sigkill_takes_at_most_two_lease_intervals(produ
 
     lease = 3.0
     monkeypatch.setenv("RUBOT_TEST_SINK", str(sink))
-    production.env.update({"RUBOT_LEASE_SECONDS": str(lease), "RUBOT_VISIBILITY_TIMEOUT": "3600",
-                           "RUBOT_TEST_SINK": str(sink)})
+    production.env.update(
+        {"RUBOT_LEASE_SECONDS": str(lease), "RUBOT_VISIBILITY_TIMEOUT": "3600", "RUBOT_TEST_SINK": str(sink)}
+    )
     production.runtime.settings = replace(production.runtime.settings, lease_seconds=lease)
     worker = production.start_worker_process(concurrency=1)
     try:
@@ -298,9 +336,12 @@ def test_recovery_after_a_worker_sigkill_takes_at_most_two_lease_intervals(produ
         killed_at = utcnow()
         worker = production.start_worker_process(concurrency=1)
         # Then the sweeper (acting as beat, every half lease) takes the run over
-        recovered = sweep_until(production, lambda: next(
-            (e for e in pipeline.get_run(run.id).events if e.type == "run.recovered"), None),
-            timeout=30, what="the run to be recovered")
+        recovered = sweep_until(
+            production,
+            lambda: next((e for e in pipeline.get_run(run.id).events if e.type == "run.recovered"), None),
+            timeout=30,
+            what="the run to be recovered",
+        )
         run = pipeline.wait(run, timeout=60)
     finally:
         worker.stop()

@@ -34,22 +34,35 @@ from pipeline.testing import (
 
 API_KEY = "sk-ant-test-0123456789abcdef"
 TOOLS = [
-    {"name": "lookup_order", "description": "Find an order.",
-     "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}},
-    {"name": "final_answer", "description": "Give your final answer.",
-     "input_schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}},
+    {
+        "name": "lookup_order",
+        "description": "Find an order.",
+        "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+    },
+    {
+        "name": "final_answer",
+        "description": "Give your final answer.",
+        "input_schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]},
+    },
 ]
 MESSAGES = [
     {"role": "user", "content": '{"order_id": "o_1"}'},
-    {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup_order",
-                                       "input": {"order_id": "o_1"}}]},
+    {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup_order", "input": {"order_id": "o_1"}}],
+    },
     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"total": 12}'}]},
 ]
 
 
 def make_request(**overrides: object) -> ModelRequest:
-    fields: dict[str, object] = {"model": "claude-haiku-4-5", "system": "Review refunds carefully.",
-                                 "messages": MESSAGES, "tools": TOOLS, "max_tokens": 512}
+    fields: dict[str, object] = {
+        "model": "claude-haiku-4-5",
+        "system": "Review refunds carefully.",
+        "messages": MESSAGES,
+        "tools": TOOLS,
+        "max_tokens": 512,
+    }
     fields.update(overrides)
     return ModelRequest(**fields)  # type: ignore[arg-type]
 
@@ -78,8 +91,9 @@ def test_request_carries_tool_schemas_and_cache_breakpoints_only_on_system_and_l
     assert (seen.method, seen.path) == ("POST", "/v1/messages")
     body = seen.body
     assert body["model"] == "claude-haiku-4-5" and body["max_tokens"] == 512
-    assert body["system"] == [{"type": "text", "text": "Review refunds carefully.",
-                               "cache_control": {"type": "ephemeral"}}]
+    assert body["system"] == [
+        {"type": "text", "text": "Review refunds carefully.", "cache_control": {"type": "ephemeral"}}
+    ]
     assert [t["name"] for t in body["tools"]] == ["lookup_order", "final_answer"]
     assert [t["input_schema"] for t in body["tools"]] == [t["input_schema"] for t in TOOLS]
     assert [t.get("cache_control") for t in body["tools"]] == [None, {"type": "ephemeral"}]
@@ -100,17 +114,31 @@ def test_request_without_tool_choice_or_system_omits_them(stand_in, model):
 
 def test_response_maps_text_tool_calls_usage_and_ids(stand_in, model):
     # Given a turn answering with text and two tool uses and all four usage fields
-    stand_in.add(reply("Let me check.", tool_uses=[("lookup_order", {"order_id": "o_1"}), ("final_answer", {"ok": 1})],
-                       usage={"input_tokens": 1200, "output_tokens": 85, "cache_creation_input_tokens": 2048,
-                              "cache_read_input_tokens": 4096}))
+    stand_in.add(
+        reply(
+            "Let me check.",
+            tool_uses=[("lookup_order", {"order_id": "o_1"}), ("final_answer", {"ok": 1})],
+            usage={
+                "input_tokens": 1200,
+                "output_tokens": 85,
+                "cache_creation_input_tokens": 2048,
+                "cache_read_input_tokens": 4096,
+            },
+        )
+    )
     # When the turn is sent
     response = model.create_message(make_request())
     # Then every field is mapped
     assert response == ModelResponse(
-        model="claude-haiku-4-5", text="Let me check.", stop_reason="tool_use", provider="anthropic",
+        model="claude-haiku-4-5",
+        text="Let me check.",
+        stop_reason="tool_use",
+        provider="anthropic",
         id="msg_stand_in_1",
-        tool_calls=[ToolCall("toolu_stand_in_1", "lookup_order", {"order_id": "o_1"}),
-                    ToolCall("toolu_stand_in_2", "final_answer", {"ok": 1})],
+        tool_calls=[
+            ToolCall("toolu_stand_in_1", "lookup_order", {"order_id": "o_1"}),
+            ToolCall("toolu_stand_in_2", "final_answer", {"ok": 1}),
+        ],
         usage=Usage(input_tokens=1200, output_tokens=85, cache_write_tokens=2048, cache_read_tokens=4096),
     )
     assert ModelResponse.from_json(json.loads(json.dumps(response.to_json()))) == response
@@ -281,8 +309,11 @@ def test_unknown_model_has_no_price_and_fails_closed():
 def test_prices_file_from_the_environment_overrides_and_extends_the_defaults(tmp_path: Path):
     # Given a JSON price file (floats in it must stay exact)
     prices_file = tmp_path / "prices.json"
-    prices_file.write_text(json.dumps({"claude-sonnet-4-5": {"input": 2.5, "output": 12.5},
-                                       "in-house-model": {"input": "0.1", "output": 1}}))
+    prices_file.write_text(
+        json.dumps(
+            {"claude-sonnet-4-5": {"input": 2.5, "output": 12.5}, "in-house-model": {"input": "0.1", "output": 1}}
+        )
+    )
     # When settings are loaded with RUBOT_PRICES_FILE
     prices = load({"RUBOT_HOME": str(tmp_path), "RUBOT_PRICES_FILE": str(prices_file)}).prices
     # Then the file's entries replace or add models, and the rest of the defaults remain
@@ -301,8 +332,17 @@ def test_bad_prices_file_is_a_clear_configuration_error(tmp_path: Path):
 
 
 def test_cost_of_a_stand_in_turn_equals_the_price_table_applied_to_its_usage(stand_in, model):
-    stand_in.add(reply("ok", usage={"input_tokens": 321, "output_tokens": 45, "cache_creation_input_tokens": 1500,
-                                    "cache_read_input_tokens": 3000}))
+    stand_in.add(
+        reply(
+            "ok",
+            usage={
+                "input_tokens": 321,
+                "output_tokens": 45,
+                "cache_creation_input_tokens": 1500,
+                "cache_read_input_tokens": 3000,
+            },
+        )
+    )
     response = model.create_message(make_request())
     # Haiku 4.5: 1 / 5 USD per MTok, cache write 1.25, cache read 0.1
     expected = Decimal(321) * 1 + Decimal(45) * 5 + Decimal(1500) * Decimal("1.25") + Decimal(3000) * Decimal("0.1")
@@ -315,12 +355,14 @@ def test_cost_of_a_stand_in_turn_equals_the_price_table_applied_to_its_usage(sta
 def test_scripted_model_plays_responses_specs_and_functions_and_records_requests():
     # Given a script mixing a ModelResponse, a reply() spec, a dict spec and a function
     canned = ModelResponse(model="m", text="canned")
-    model = ScriptedModel([
-        canned,
-        reply(tool_uses=[("lookup_order", {"order_id": "o_1"})], usage={"input_tokens": 10, "output_tokens": 2}),
-        {"text": "from a dict", "tool_calls": [{"name": "final_answer", "input": {"ok": True}}]},
-        lambda request: reply(f"saw {len(request.messages)} messages"),
-    ])
+    model = ScriptedModel(
+        [
+            canned,
+            reply(tool_uses=[("lookup_order", {"order_id": "o_1"})], usage={"input_tokens": 10, "output_tokens": 2}),
+            {"text": "from a dict", "tool_calls": [{"name": "final_answer", "input": {"ok": True}}]},
+            lambda request: reply(f"saw {len(request.messages)} messages"),
+        ]
+    )
     first, second, third, fourth = (model.create_message(make_request()) for _ in range(4))
     # Then each entry answers one turn, in order
     assert first is canned

@@ -37,8 +37,14 @@ def test_a_worker_restarted_while_a_run_is_parked_still_resumes_it(production, s
 
 
 def _contract(production, employee: str) -> list[dict]:
-    result = subprocess.run([sys.executable, str(CONTRACT), employee], cwd=ROOT, env=production.subprocess_env(),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(CONTRACT), employee],
+        cwd=ROOT,
+        env=production.subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
@@ -54,8 +60,12 @@ def test_design_contract_runs_as_written_with_a_separate_celery_worker(productio
 
         # The manual path: emp_7's budget is too small; the run parks with an empty queue, then completes.
         launched, final = _contract(production, "emp_7")
-        assert launched == {"event": "launched", "workflow": "ConferenceTravelManualApprovalWorkflow",
-                            "status": "waiting_for_approval", "queue_length": 0}
+        assert launched == {
+            "event": "launched",
+            "workflow": "ConferenceTravelManualApprovalWorkflow",
+            "status": "waiting_for_approval",
+            "queue_length": 0,
+        }
         assert final["status"] == "completed"
         assert final["output"]["auto_approvable"] is False
         assert final["output"]["within_budget"] is False
@@ -67,8 +77,8 @@ HOST_FILES = {
     "config/__init__.py": "HOST_CONFIG = True\n",
     "config/settings/__init__.py": "",
     "config/settings/base.py": "import os\nCELERY_BROKER_URL = os.environ['HOST_BROKER_URL']\n"
-                               "CELERY_BROKER_TRANSPORT_OPTIONS = {'global_keyprefix': os.environ['HOST_KEY_PREFIX']}\n"
-                               "CELERY_TASK_SERIALIZER = 'json'\n",
+    "CELERY_BROKER_TRANSPORT_OPTIONS = {'global_keyprefix': os.environ['HOST_KEY_PREFIX']}\n"
+    "CELERY_TASK_SERIALIZER = 'json'\n",
     "config/celery_app.py": textwrap.dedent("""\
         from celery import Celery
 
@@ -99,15 +109,17 @@ def test_a_host_app_with_its_own_config_package_enqueues_runs(production, sink, 
     for name, text in HOST_FILES.items():
         (host / name).parent.mkdir(parents=True, exist_ok=True)
         (host / name).write_text(text)
-    env = production.subprocess_env(HOST_BROKER_URL=production.settings.broker_url,
-                                    HOST_KEY_PREFIX=production.settings.redis_key_prefix)
+    env = production.subprocess_env(
+        HOST_BROKER_URL=production.settings.broker_url, HOST_KEY_PREFIX=production.settings.redis_key_prefix
+    )
     env["PYTHONPATH"] = os.pathsep.join([str(host), str(ROOT)])  # the host first, as manage.py would have it
 
     # When it enqueues through pipeline.client and by task name, and Rubot's worker picks the runs up
     worker = production.start_worker_process()
     try:
-        result = subprocess.run([sys.executable, "enqueue.py", str(sink)], cwd=host, env=env, capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "enqueue.py", str(sink)], cwd=host, env=env, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         run_ids = json.loads(result.stdout)
         runs = [pipeline.wait(eventually(lambda i=i: _exists(i) and i, what=f"run {i}"), timeout=60) for i in run_ids]

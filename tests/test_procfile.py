@@ -39,16 +39,28 @@ def test_the_procfile_declares_web_worker_beat_and_flower():
 def test_every_procfile_process_starts_and_works(production, sink, tmp_path):
     web_port, flower_port = free_port(), free_port()
     env = production.subprocess_env(
-        PORT=str(web_port), FLOWER_PORT=str(flower_port), FLOWER_BASIC_AUTH="ops:s3cret",
-        RUBOT_WEB_SECRET_KEY="test-secret", PATH=os.pathsep.join([str(Path(sys.executable).parent),
-                                                                   os.environ.get("PATH", "")]))
+        PORT=str(web_port),
+        FLOWER_PORT=str(flower_port),
+        FLOWER_BASIC_AUTH="ops:s3cret",
+        RUBOT_WEB_SECRET_KEY="test-secret",
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    )
     processes: dict[str, tuple[subprocess.Popen, Path]] = {}
     try:
         for name, command in procfile().items():
             log = tmp_path / f"{name}.log"
             handle = log.open("wb")
-            processes[name] = (subprocess.Popen(["sh", "-c", command], cwd=ROOT, env=env, stdout=handle,
-                                                stderr=subprocess.STDOUT, start_new_session=True), log)
+            processes[name] = (
+                subprocess.Popen(
+                    ["sh", "-c", command],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                ),
+                log,
+            )
 
         def log_of(name: str) -> str:
             process, log = processes[name]

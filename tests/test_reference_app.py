@@ -42,8 +42,14 @@ def fetch(url: str) -> dict[str, str]:
 
 
 def policy(employee_id: str, conference_name: str, url: str, cost: int = 132_500) -> dict:
-    return LoadTravelPolicy().invoke({"employee_id": employee_id, "conference_name": conference_name,
-                                      "conference_url": url, "estimated_cost_cents": cost})
+    return LoadTravelPolicy().invoke(
+        {
+            "employee_id": employee_id,
+            "conference_name": conference_name,
+            "conference_url": url,
+            "estimated_cost_cents": cost,
+        }
+    )
 
 
 def offline_review(employee_id: str, conference_name: str, url: str) -> dict:
@@ -110,8 +116,9 @@ def test_load_travel_policy_echoes_the_request_with_the_policy() -> None:
 def test_load_travel_policy_rejects_bad_input_and_unknown_employees() -> None:
     # Given input missing the cost / When invoked / Then the schema rejects it before the store is read
     with pytest.raises(InvalidToolInput) as caught:
-        LoadTravelPolicy().invoke({"employee_id": "emp_42", "conference_name": "Rails World",
-                                   "conference_url": RAILS_WORLD})
+        LoadTravelPolicy().invoke(
+            {"employee_id": "emp_42", "conference_name": "Rails World", "conference_url": RAILS_WORLD}
+        )
     assert "estimated_cost_cents" in caught.value.details
     # And an unknown employee surfaces the store's ToolError
     with pytest.raises(ToolError):
@@ -139,9 +146,7 @@ def test_seeded_lookup_ignores_host_case_and_trailing_slash() -> None:
     assert fetch("https://RubyOnRails.org/world/")["page_title"].startswith("Rails World")
 
 
-def test_mirror_fetches_over_real_http(
-    site_server: sites.SiteServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mirror_fetches_over_real_http(site_server: sites.SiteServer, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a local mirror whose copy of Rails World differs from the seeded snapshot
     site_server.add_page("/rubyonrails.org/world", "<title>Mirrored copy</title><p>served over a socket</p>")
     monkeypatch.setenv("RUBOT_SITE_MIRROR", site_server.url + "/")
@@ -154,20 +159,18 @@ def test_mirror_fetches_over_real_http(
     assert summit["page_title"] == "ChainBoost Web3 Growth Summit 2025 | Agenda"
 
 
-def test_localhost_pages_bypass_the_mirror(
-    site_server: sites.SiteServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_localhost_pages_bypass_the_mirror(site_server: sites.SiteServer, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an ad-hoc page on the local server and a mirror setting that would not answer
-    html = ("<html><head><title>DevConf (local)</title></head>"
-            "<body><h1>DevConf</h1><p>Ruby &amp; Rails</p></body></html>")
+    html = (
+        "<html><head><title>DevConf (local)</title></head><body><h1>DevConf</h1><p>Ruby &amp; Rails</p></body></html>"
+    )
     url = site_server.add_page("/local/devconf", html)
     monkeypatch.setenv("RUBOT_SITE_MIRROR", "http://127.0.0.1:9")
     # When the local URL is fetched
     result = fetch(url)
     # Then it was fetched directly
     assert website.route(url).source == "local"
-    assert result == {"conference_url": url, "page_title": "DevConf (local)",
-                      "page_text": "DevConf\nRuby & Rails"}
+    assert result == {"conference_url": url, "page_title": "DevConf (local)", "page_text": "DevConf\nRuby & Rails"}
 
 
 def test_missing_page_is_a_tool_error_with_the_status(site_server: sites.SiteServer) -> None:
@@ -177,8 +180,9 @@ def test_missing_page_is_a_tool_error_with_the_status(site_server: sites.SiteSer
     assert caught.value.details["status_code"] == 404
 
 
-def test_unknown_site_through_the_mirror_is_a_404(site_server: sites.SiteServer,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_site_through_the_mirror_is_a_404(
+    site_server: sites.SiteServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a mirror / When a site it has no copy of is fetched / Then the mirror's 404 becomes a ToolError
     monkeypatch.setenv("RUBOT_SITE_MIRROR", site_server.url)
     with pytest.raises(ToolError, match="404"):
@@ -265,24 +269,30 @@ def test_extract_handles_empty_and_text_only_input() -> None:
 
 def test_extract_uses_the_document_title_not_an_svg_title() -> None:
     # Given an SVG title before the document title, and an unclosed <head>
-    html = ("<html><head><title>  Real\n title </title><meta charset=utf-8>"
-            "<body><svg><title>Logo</title></svg><p>Hello</p></body></html>")
+    html = (
+        "<html><head><title>  Real\n title </title><meta charset=utf-8>"
+        "<body><svg><title>Logo</title></svg><p>Hello</p></body></html>"
+    )
     # When / Then the head ends at <body>, the SVG title is ignored, whitespace collapses
     assert html_text.extract(html) == ("Real title", "Hello")
 
 
 def test_extract_skips_invisible_markup_even_when_nested_or_unclosed() -> None:
     # Given scripts, styles, templates and an unclosed noscript
-    html = ("<p>A</p><script>var x = '<p>no</p>';</script><style>p{}</style>"
-            "<template><p>tpl</p><template>inner</template></template><p>B &amp; C</p><noscript>gone")
+    html = (
+        "<p>A</p><script>var x = '<p>no</p>';</script><style>p{}</style>"
+        "<template><p>tpl</p><template>inner</template></template><p>B &amp; C</p><noscript>gone"
+    )
     # When / Then only visible text survives, entities decoded, one block per line
     assert html_text.extract(html) == ("", "A\nB & C")
 
 
 def test_extract_separates_blocks_but_not_inline_elements() -> None:
     # Given list items and inline markup / When / Then items are lines, inline text joins with spaces
-    assert html_text.extract("<ul><li>Ruby</li><li>Rails</li></ul><p>a <b>bold</b>\n word</p>")[1] == \
-        "Ruby\nRails\na bold word"
+    assert (
+        html_text.extract("<ul><li>Ruby</li><li>Rails</li></ul><p>a <b>bold</b>\n word</p>")[1]
+        == "Ruby\nRails\na bold word"
+    )
 
 
 def test_extract_caps_text_at_a_word_boundary() -> None:
@@ -353,8 +363,7 @@ def test_topic_matching_is_word_based_and_plural_tolerant() -> None:
 
 def test_offline_review_is_deterministic() -> None:
     # Given the same input twice / When reviewed / Then the answers are identical
-    kwargs = {"conference_name": "X", "page_title": "Ruby", "page_text": "Rails",
-              "allowed_topics": ["ruby", "rails"]}
+    kwargs = {"conference_name": "X", "page_title": "Ruby", "page_text": "Rails", "allowed_topics": ["ruby", "rails"]}
     assert review(**kwargs) == review(**kwargs)
 
 

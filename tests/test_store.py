@@ -24,7 +24,8 @@ def test_an_unmigrated_database_is_refused_with_the_command_to_run(tmp_path):
     assert migrate.upgrade(db) == migrate.head_revision()
     db.check_migrated()
     assert {"rubot_runs", "rubot_events", "rubot_approvals", "rubot_effects", "rubot_alembic_version"} <= set(
-        inspect(db.engine).get_table_names())
+        inspect(db.engine).get_table_names()
+    )
 
 
 def test_migrating_twice_is_a_no_op(tmp_path):
@@ -41,11 +42,15 @@ def test_the_ledger_refuses_a_second_row_for_the_same_operation(stack, sink):
 
 
 def test_events_are_appended_in_order_and_never_hold_secrets(stack, sink):
-    run = pipeline.enqueue(workflows.LinearWorkflow, input={"sink": str(sink), "n": 1},
-                           context={"user": "u1", "api_key": "sk-ant-abcdefghijklmnop"})
+    run = pipeline.enqueue(
+        workflows.LinearWorkflow,
+        input={"sink": str(sink), "n": 1},
+        context={"user": "u1", "api_key": "sk-ant-abcdefghijklmnop"},
+    )
     with stack.runtime.db.transaction() as s:
-        queries.add_event(s, run.id, "test.secret", None, authorization="Bearer abcdefghijkl",
-                          note="sk-ant-zzzzzzzzzz1")
+        queries.add_event(
+            s, run.id, "test.secret", None, authorization="Bearer abcdefghijkl", note="sk-ant-zzzzzzzzzz1"
+        )
     run = pipeline.wait(run, timeout=60)
 
     secret = next(e for e in run.events if e.type == "test.secret")
@@ -56,14 +61,18 @@ def test_events_are_appended_in_order_and_never_hold_secrets(stack, sink):
 
 def test_redaction_keeps_token_counts_but_hides_secrets():
     data = {"usage": {"input_tokens": 10}, "headers": {"Authorization": "x", "x-api-key": "y"}, "password": "p"}
-    assert redact(data) == {"usage": {"input_tokens": 10}, "headers": {"Authorization": "[redacted]",
-                                                                       "x-api-key": "[redacted]"},
-                            "password": "[redacted]"}
+    assert redact(data) == {
+        "usage": {"input_tokens": 10},
+        "headers": {"Authorization": "[redacted]", "x-api-key": "[redacted]"},
+        "password": "[redacted]",
+    }
 
 
 def test_celery_is_configured_for_json_only_late_acks_and_prefetch_one(tmp_path):
-    for env in ({"RUBOT_HOME": str(tmp_path)},
-                {"RUBOT_HOME": str(tmp_path), "RUBOT_BROKER_URL": "redis://127.0.0.1:6379/0"}):
+    for env in (
+        {"RUBOT_HOME": str(tmp_path)},
+        {"RUBOT_HOME": str(tmp_path), "RUBOT_BROKER_URL": "redis://127.0.0.1:6379/0"},
+    ):
         conf = build(load(env))
         assert conf["accept_content"] == ["json"] and conf["result_accept_content"] == ["json"]
         assert conf["task_serializer"] == conf["result_serializer"] == "json"

@@ -253,8 +253,10 @@ def test_cancel_through_the_form_cancels_a_waiting_run(client, sink):
     run = waiting_run(sink)
     token = csrf_token(client, run.id)
 
-    answer = client.post(f"/runs/{run.id}/cancel", data={"csrf_token": token, "decided_by": "ops@example.com",
-                                                          "comment": "duplicate request"})
+    answer = client.post(
+        f"/runs/{run.id}/cancel",
+        data={"csrf_token": token, "decided_by": "ops@example.com", "comment": "duplicate request"},
+    )
 
     assert answer.status_code == 303
     cancelled = pipeline.get_run(run.id)
@@ -299,15 +301,21 @@ def test_the_json_api_approves_and_reports_the_run(client, sink):
     assert shown.json["pending_approval"]["role"] == "manager"
     assert "prepare" in [entry["op_key"] for entry in shown.json["ledger"]]
 
-    answer = api(client, "POST", f"/runs/{run.id}/approve",
-                 json={"by": "bot@example.com", "comment": "auto", "payload": {"ok": True}})
+    answer = api(
+        client,
+        "POST",
+        f"/runs/{run.id}/approve",
+        json={"by": "bot@example.com", "comment": "auto", "payload": {"ok": True}},
+    )
 
     assert answer.status_code == 200
     assert answer.json["id"] == run.id
     assert answer.json["status"] in {"running", "completed"}
     assert answer.json["approval"]["status"] == "approved"
-    final = eventually(lambda: (body := api(client, "GET", f"/runs/{run.id}").json)["status"] == "completed" and body,
-                       what="the approved run to complete")
+    final = eventually(
+        lambda: (body := api(client, "GET", f"/runs/{run.id}").json)["status"] == "completed" and body,
+        what="the approved run to complete",
+    )
     assert final["approvals"][-1]["decided_by"] == "bot@example.com"
     assert final["approvals"][-1]["payload"] == {"ok": True}
 
@@ -405,10 +413,24 @@ def test_a_headless_browser_renders_the_pending_approval(served, sink, tmp_path)
     run = waiting_run(sink)
 
     dom = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--dump-dom", f"{served}/approvals/{run.id}"],
-        capture_output=True, text=True, timeout=90, check=True, env={**os.environ, "HOME": str(tmp_path)},
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            f"{served}/approvals/{run.id}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+        env={**os.environ, "HOME": str(tmp_path)},
     ).stdout
 
     assert re.search(r'<td id="approval-role">\s*manager\s*</td>', dom), dom[:2000]

@@ -28,8 +28,11 @@ def record(sink: str, line: str) -> None:
 
 class Record(Tool):
     description = "Append a line to the sink file and echo the label."
-    input_schema = {"sink": fields.String(required=True), "label": fields.String(required=True),
-                    "run_id": fields.String(load_default="")}
+    input_schema = {
+        "sink": fields.String(required=True),
+        "label": fields.String(required=True),
+        "run_id": fields.String(load_default=""),
+    }
     output_schema = {"label": fields.String(required=True)}
 
     def call(self, *, sink, label, run_id):

@@ -101,9 +101,7 @@ def _normalise(path: str) -> str:
     return path.rstrip("/") or "/"
 
 
-def _respond(
-    start_response: StartResponse, page: Page, extra: list[tuple[str, str]] | None = None
-) -> list[bytes]:
+def _respond(start_response: StartResponse, page: Page, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
     status = f"{page.status} {HTTPStatus(page.status).phrase}"
     headers = [("Content-Type", page.content_type), ("Content-Length", str(len(page.body))), *(extra or [])]
     start_response(status, headers)
@@ -128,12 +126,11 @@ class SiteServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = SiteApp()
-        self._server = make_server(
-            host, port, self.app, server_class=_ThreadingServer, handler_class=_QuietHandler
-        )
+        self._server = make_server(host, port, self.app, server_class=_ThreadingServer, handler_class=_QuietHandler)
         # A short poll interval keeps close() quick: shutdown() waits for the serving loop's next poll.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="rubot-sites", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="rubot-sites", daemon=True
+        )
         self._thread.start()
 
     @property

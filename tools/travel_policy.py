@@ -75,16 +75,25 @@ class LoadTravelPolicy(Tool):
     """The §3 contract's first step: the employee's budget and allowed topics, echoed with the request."""
 
     description = "Load company travel policy and budget rules."
-    input_schema = {"employee_id": fields.String(required=True),
-                    "conference_name": fields.String(required=True),
-                    "conference_url": fields.String(required=True),
-                    "estimated_cost_cents": fields.Integer(required=True)}
-    output_schema = {**input_schema, "budget_limit_cents": fields.Integer(required=True),
-                     "allowed_topics": fields.List(fields.String(), required=True)}
+    input_schema = {
+        "employee_id": fields.String(required=True),
+        "conference_name": fields.String(required=True),
+        "conference_url": fields.String(required=True),
+        "estimated_cost_cents": fields.Integer(required=True),
+    }
+    output_schema = {
+        **input_schema,
+        "budget_limit_cents": fields.Integer(required=True),
+        "allowed_topics": fields.List(fields.String(), required=True),
+    }
 
     def call(self, *, employee_id, conference_name, conference_url, estimated_cost_cents):
         policy = TravelPolicyRepository.fetch(employee_id=employee_id, conference_name=conference_name)
-        return {"employee_id": employee_id, "conference_name": conference_name,
-                "conference_url": conference_url, "estimated_cost_cents": estimated_cost_cents,
-                "budget_limit_cents": policy["budget_limit_cents"],
-                "allowed_topics": policy["allowed_topics"]}
+        return {
+            "employee_id": employee_id,
+            "conference_name": conference_name,
+            "conference_url": conference_url,
+            "estimated_cost_cents": estimated_cost_cents,
+            "budget_limit_cents": policy["budget_limit_cents"],
+            "allowed_topics": policy["allowed_topics"],
+        }

@@ -64,11 +64,11 @@ def route(url: str, environ: Mapping[str, str] | None = None) -> Route:
             raise ConfigurationError(f"RUBOT_SITE_MIRROR must be an http(s) URL, got {mirror!r}")
         return Route("mirror", _on(mirror, host, parts.path, parts.query))
     if sites.has_snapshot(url):
-        return Route("seeded", _on(SEEDED_BASE, host, parts.path, parts.query),
-                     httpx.WSGITransport(app=sites.site_app))
+        return Route("seeded", _on(SEEDED_BASE, host, parts.path, parts.query), httpx.WSGITransport(app=sites.site_app))
     if mode == "seeded":
-        raise ToolError(f"no seeded snapshot of {url}, and RUBOT_SITES=seeded forbids the internet",
-                        details={"conference_url": url})
+        raise ToolError(
+            f"no seeded snapshot of {url}, and RUBOT_SITES=seeded forbids the internet", details={"conference_url": url}
+        )
     return Route("internet", url)
 
 
@@ -82,8 +82,12 @@ def fetch_html(url: str, *, environ: Mapping[str, str] | None = None) -> str:
     details: dict[str, Any] = {"conference_url": url, "source": target.source}
     try:
         with (
-            httpx.Client(transport=target.transport, timeout=TIMEOUT_SECONDS, follow_redirects=True,
-                         headers={"User-Agent": USER_AGENT, "Accept": ACCEPT}) as client,
+            httpx.Client(
+                transport=target.transport,
+                timeout=TIMEOUT_SECONDS,
+                follow_redirects=True,
+                headers={"User-Agent": USER_AGENT, "Accept": ACCEPT},
+            ) as client,
             client.stream("GET", target.url) as response,
         ):
             _check_response(response, url, details)
@@ -94,8 +98,9 @@ def fetch_html(url: str, *, environ: Mapping[str, str] | None = None) -> str:
     except httpx.TooManyRedirects:
         raise ToolError(f"{url} redirected too many times", details=details) from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise ToolError(f"could not fetch {url}: {str(exc) or type(exc).__name__}",
-                        details={**details, "error": type(exc).__name__}) from None
+        raise ToolError(
+            f"could not fetch {url}: {str(exc) or type(exc).__name__}", details={**details, "error": type(exc).__name__}
+        ) from None
     try:
         return body.decode(encoding, errors="replace")
     except LookupError:  # an unknown charset in Content-Type
@@ -105,16 +110,18 @@ def fetch_html(url: str, *, environ: Mapping[str, str] | None = None) -> str:
 def _check_response(response: httpx.Response, url: str, details: dict[str, Any]) -> None:
     details["status_code"] = response.status_code
     if not response.is_success:
-        raise ToolError(f"{url} answered HTTP {response.status_code} {response.reason_phrase}".rstrip(),
-                        details=details)
+        raise ToolError(
+            f"{url} answered HTTP {response.status_code} {response.reason_phrase}".rstrip(), details=details
+        )
     content_type = response.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() not in HTML_TYPES:
-        raise ToolError(f"{url} is not an HTML page (Content-Type: {content_type or 'missing'})",
-                        details={**details, "content_type": content_type})
+        raise ToolError(
+            f"{url} is not an HTML page (Content-Type: {content_type or 'missing'})",
+            details={**details, "content_type": content_type},
+        )
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ToolError(f"{url} is too large ({int(declared)} bytes; the limit is {MAX_BODY_BYTES})",
-                        details=details)
+        raise ToolError(f"{url} is too large ({int(declared)} bytes; the limit is {MAX_BODY_BYTES})", details=details)
 
 
 def _read_capped(response: httpx.Response, url: str, details: dict[str, Any]) -> bytes:
@@ -132,11 +139,13 @@ def _read_capped(response: httpx.Response, url: str, details: dict[str, Any]) ->
 class FetchConferenceWebsite(Tool):
     """Fetch a conference page and return its title and visible text (scripts and styles removed)."""
 
-    description = ("Fetch a conference website and return its page title and visible text, so the agenda can "
-                   "be reviewed.")
+    description = (
+        "Fetch a conference website and return its page title and visible text, so the agenda can be reviewed."
+    )
     input_schema = {
-        "conference_url": fields.String(required=True,
-                                        validate=validate.URL(schemes={"http", "https"}, require_tld=False)),
+        "conference_url": fields.String(
+            required=True, validate=validate.URL(schemes={"http", "https"}, require_tld=False)
+        ),
     }
     output_schema = {
         "conference_url": fields.String(required=True),

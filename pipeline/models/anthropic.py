@@ -53,11 +53,13 @@ class AnthropicModel:
             raise self._status_error(exc) from None
         except anthropic.APIConnectionError as exc:  # includes APITimeoutError
             kind = "timed out" if isinstance(exc, anthropic.APITimeoutError) else "could not connect"
-            raise ModelUnavailable(self._scrub(f"Anthropic API {kind} ({self.base_url}): {exc}"),
-                                   details={"error": type(exc).__name__}) from None
+            raise ModelUnavailable(
+                self._scrub(f"Anthropic API {kind} ({self.base_url}): {exc}"), details={"error": type(exc).__name__}
+            ) from None
         except anthropic.APIError as exc:
-            raise ModelError(self._scrub(f"Anthropic API error: {exc}"),
-                             details={"error": type(exc).__name__}) from None
+            raise ModelError(
+                self._scrub(f"Anthropic API error: {exc}"), details={"error": type(exc).__name__}
+            ) from None
         # `from None` above: the SDK exception holds the request, whose headers carry the API key; error
         # reporters that walk exception chains must not find it.
         return self._response(message)
@@ -90,8 +92,11 @@ class AnthropicModel:
                 texts.append(block.text)
             elif block.type == "tool_use":
                 arguments = block.input
-                calls.append(ToolCall(id=block.id, name=block.name,
-                                      input=dict(arguments) if isinstance(arguments, Mapping) else {}))
+                calls.append(
+                    ToolCall(
+                        id=block.id, name=block.name, input=dict(arguments) if isinstance(arguments, Mapping) else {}
+                    )
+                )
         usage = message.usage
         return ModelResponse(
             model=message.model,

@@ -62,9 +62,13 @@ class ModelResponse:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelResponse:
         return cls(
-            model=data["model"], text=data.get("text", ""), stop_reason=data.get("stop_reason", "end_turn"),
+            model=data["model"],
+            text=data.get("text", ""),
+            stop_reason=data.get("stop_reason", "end_turn"),
             tool_calls=[ToolCall(**c) for c in data.get("tool_calls", [])],
-            usage=Usage(**data.get("usage", {})), provider=data.get("provider", ""), id=data.get("id", ""),
+            usage=Usage(**data.get("usage", {})),
+            provider=data.get("provider", ""),
+            id=data.get("id", ""),
         )
 
 

@@ -26,7 +26,9 @@ class OfflineModel:
         content = request.messages[0]["content"] if request.messages else "{}"
         answer = agent().offline(json.loads(content) if isinstance(content, str) else {})
         return ModelResponse(
-            model="offline", provider=self.name, stop_reason="tool_use",
+            model="offline",
+            provider=self.name,
+            stop_reason="tool_use",
             text="Offline model: deterministic rule-based answer (no ANTHROPIC_API_KEY configured).",
             tool_calls=[ToolCall(id="offline-1", name=FINAL_ANSWER_TOOL, input=answer)],
         )

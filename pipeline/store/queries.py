@@ -44,8 +44,7 @@ def get_run(session: Session, run_id: str) -> RunRow:
 
 
 def add_event(session: Session, run_id: str, type: str, step: str | None = None, /, **data: Any) -> None:
-    session.add(EventRow(run_id=run_id, type=type, step=step, data=redact(data) if data else None,
-                         created_at=utcnow()))
+    session.add(EventRow(run_id=run_id, type=type, step=step, data=redact(data) if data else None, created_at=utcnow()))
 
 
 def get_effect(session: Session, run_id: str, op_key: str) -> EffectRow | None:
@@ -54,28 +53,39 @@ def get_effect(session: Session, run_id: str, op_key: str) -> EffectRow | None:
     ).scalar_one_or_none()
 
 
-def add_effect(session: Session, run_id: str, op_key: str, kind: str, result: Any, task_id: str | None,
-               *, status: str = DONE) -> None:
+def add_effect(
+    session: Session, run_id: str, op_key: str, kind: str, result: Any, task_id: str | None, *, status: str = DONE
+) -> None:
     """Insert a ledger row; a concurrent duplicate fails the flush on the unique ``(run_id, op_key)``."""
-    session.add(EffectRow(run_id=run_id, op_key=op_key, kind=kind, result=result, task_id=task_id, status=status,
-                          created_at=utcnow()))
+    session.add(
+        EffectRow(
+            run_id=run_id, op_key=op_key, kind=kind, result=result, task_id=task_id, status=status, created_at=utcnow()
+        )
+    )
     session.flush()
 
 
 def completed_ops(session: Session, run_id: str) -> set[str]:
-    return set(session.execute(
-        select(EffectRow.op_key).where(EffectRow.run_id == run_id, EffectRow.status == DONE)).scalars())
+    return set(
+        session.execute(select(EffectRow.op_key).where(EffectRow.run_id == run_id, EffectRow.status == DONE)).scalars()
+    )
 
 
 def live_claims(session: Session, run_id: str, now: Any) -> list[EffectRow]:
-    return list(session.execute(select(EffectRow).where(
-        EffectRow.run_id == run_id, EffectRow.status == CLAIMED, EffectRow.lease_expires_at >= now)).scalars())
+    return list(
+        session.execute(
+            select(EffectRow).where(
+                EffectRow.run_id == run_id, EffectRow.status == CLAIMED, EffectRow.lease_expires_at >= now
+            )
+        ).scalars()
+    )
 
 
 def effects_under(session: Session, run_id: str, prefix: str) -> dict[str, EffectRow]:
     """Ledger rows whose op key starts with ``prefix`` (an agent step's turns and tool calls)."""
-    rows = session.execute(select(EffectRow).where(EffectRow.run_id == run_id,
-                                                   EffectRow.op_key.startswith(prefix, autoescape=True)))
+    rows = session.execute(
+        select(EffectRow).where(EffectRow.run_id == run_id, EffectRow.op_key.startswith(prefix, autoescape=True))
+    )
     return {row.op_key: row for row in rows.scalars()}
 
 
@@ -112,17 +122,20 @@ def events(session: Session, run_id: str) -> list[EventRow]:
 
 
 def approvals(session: Session, run_id: str) -> list[ApprovalRow]:
-    return list(session.execute(
-        select(ApprovalRow).where(ApprovalRow.run_id == run_id).order_by(ApprovalRow.created_at, ApprovalRow.id)
-    ).scalars())
+    return list(
+        session.execute(
+            select(ApprovalRow).where(ApprovalRow.run_id == run_id).order_by(ApprovalRow.created_at, ApprovalRow.id)
+        ).scalars()
+    )
 
 
 def effects(session: Session, run_id: str) -> list[EffectRow]:
     return list(session.execute(select(EffectRow).where(EffectRow.run_id == run_id).order_by(EffectRow.id)).scalars())
 
 
-def list_runs(session: Session, *, statuses: list[str] | None = None, workflow: str | None = None,
-              limit: int = 50) -> list[RunRow]:
+def list_runs(
+    session: Session, *, statuses: list[str] | None = None, workflow: str | None = None, limit: int = 50
+) -> list[RunRow]:
     query = select(RunRow)
     if statuses:
         query = query.where(RunRow.status.in_(statuses))

@@ -13,7 +13,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Statuses a run can be in. "Active" ones may still change; the rest are final.
 QUEUED, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED = (
-    "queued", "running", "waiting_for_approval", "completed", "failed", "cancelled",
+    "queued",
+    "running",
+    "waiting_for_approval",
+    "completed",
+    "failed",
+    "cancelled",
 )
 # A run whose side effect may or may not have happened waits for a person to reconcile it; a run that kept
 # crashing its workers is set aside in the dead letter state. Neither moves on by itself.
@@ -78,8 +83,13 @@ class RunRow(Base):
         Index("ix_rubot_runs_status_created", "status", "created_at"),
         Index("ix_rubot_runs_user_status", "user_id", "status"),
         Index("ix_rubot_runs_subject_status", "subject_key", "status"),
-        Index("ix_rubot_runs_active", "workflow", "status",
-              postgresql_where=(status.in_(ACTIVE)), sqlite_where=(status.in_(ACTIVE))),
+        Index(
+            "ix_rubot_runs_active",
+            "workflow",
+            "status",
+            postgresql_where=(status.in_(ACTIVE)),
+            sqlite_where=(status.in_(ACTIVE)),
+        ),
     )
 
 
@@ -88,8 +98,7 @@ class EventRow(Base):
 
     __tablename__ = "rubot_events"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("rubot_runs.id", ondelete="CASCADE"), index=True)
     type: Mapped[str] = mapped_column(String(64))
     step: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -120,8 +129,12 @@ class ApprovalRow(Base):
 
     __table_args__ = (
         UniqueConstraint("run_id", "step", name="uq_rubot_approvals_run_step"),
-        Index("ix_rubot_approvals_pending", "status",
-              postgresql_where=(status == PENDING), sqlite_where=(status == PENDING)),
+        Index(
+            "ix_rubot_approvals_pending",
+            "status",
+            postgresql_where=(status == PENDING),
+            sqlite_where=(status == PENDING),
+        ),
     )
 
 
@@ -130,8 +143,7 @@ class EffectRow(Base):
 
     __tablename__ = "rubot_effects"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("rubot_runs.id", ondelete="CASCADE"))
     op_key: Mapped[str] = mapped_column(String(500))
     kind: Mapped[str] = mapped_column(String(32))
@@ -146,8 +158,12 @@ class EffectRow(Base):
 
     __table_args__ = (
         UniqueConstraint("run_id", "op_key", name="uq_rubot_effects_run_op"),
-        Index("ix_rubot_effects_claimed", "lease_expires_at",
-              postgresql_where=(status == CLAIMED), sqlite_where=(status == CLAIMED)),
+        Index(
+            "ix_rubot_effects_claimed",
+            "lease_expires_at",
+            postgresql_where=(status == CLAIMED),
+            sqlite_where=(status == CLAIMED),
+        ),
     )
 
 

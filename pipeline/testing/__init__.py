@@ -9,6 +9,15 @@ from pipeline.testing.scripted import ScriptedModel
 from pipeline.testing.stand_in import MessagesStandIn, RecordedRequest
 
 __all__ = [
-    "ErrorReply", "MessagesStandIn", "RecordedRequest", "Reply", "ScriptedModel", "ToolUse",
-    "allow_network_models", "error", "forbid_network_models", "network_models_forbidden", "reply",
+    "ErrorReply",
+    "MessagesStandIn",
+    "RecordedRequest",
+    "Reply",
+    "ScriptedModel",
+    "ToolUse",
+    "allow_network_models",
+    "error",
+    "forbid_network_models",
+    "network_models_forbidden",
+    "reply",
 ]

@@ -20,9 +20,16 @@ from pipeline.models.base import ToolCall, Usage
 
 # Anthropic's error "type" for each status (https://docs.anthropic.com/en/api/errors).
 ERROR_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-    504: "timeout_error", 529: "overloaded_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
 }
 # Usage may be given with Rubot's names or the wire names.
 _WIRE_USAGE = {"cache_creation_input_tokens": "cache_write_tokens", "cache_read_input_tokens": "cache_read_tokens"}
@@ -81,8 +88,14 @@ def reply(
     id: str = "",
 ) -> Reply:
     """A successful turn. ``tool_uses`` items: ``("name", {args})``, ``("name", {args}, "id")``, dicts or ToolCalls."""
-    return Reply(text=text, tool_uses=tuple(_tool_use(item) for item in tool_uses), usage=as_usage(usage),
-                 stop_reason=stop_reason, model=model, id=id)
+    return Reply(
+        text=text,
+        tool_uses=tuple(_tool_use(item) for item in tool_uses),
+        usage=as_usage(usage),
+        stop_reason=stop_reason,
+        model=model,
+        id=id,
+    )
 
 
 def error(status: int, *, retry_after: float | None = None, message: str = "", error_type: str = "") -> ErrorReply:

@@ -71,13 +71,17 @@ class ScriptedModel:
         if isinstance(spec, ModelResponse):
             return spec
         if isinstance(spec, ErrorReply):
-            raise error_for_status(spec.status, f"scripted {spec.effective_type} ({spec.status}): "
-                                                f"{spec.effective_message}", retry_after=spec.retry_after,
-                                   details={"status": spec.status, "type": spec.effective_type})
+            raise error_for_status(
+                spec.status,
+                f"scripted {spec.effective_type} ({spec.status}): {spec.effective_message}",
+                retry_after=spec.retry_after,
+                details={"status": spec.status, "type": spec.effective_type},
+            )
         if isinstance(spec, Reply):
             return self._response(spec, request, number)
-        raise ModelError(f"ScriptedModel entry #{number} produced {spec!r}; expected a ModelResponse, reply(), "
-                         "error() or dict spec")
+        raise ModelError(
+            f"ScriptedModel entry #{number} produced {spec!r}; expected a ModelResponse, reply(), error() or dict spec"
+        )
 
     def _response(self, spec: Reply, request: ModelRequest, number: int) -> ModelResponse:
         calls: list[ToolCall] = []

@@ -52,8 +52,9 @@ class MessagesStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         # A short poll interval only makes close() quick; requests are served as they arrive either way.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name="messages-stand-in", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="messages-stand-in", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -93,16 +94,26 @@ class MessagesStandIn:
         with self._lock:
             self.requests.append(recorded)
             if recorded.method != "POST" or recorded.path.split("?")[0] != "/v1/messages":
-                return _error_body(ErrorReply(404, f"stand-in serves POST /v1/messages only, not "
-                                                   f"{recorded.method} {recorded.path}", error_type="not_found_error"))
+                return _error_body(
+                    ErrorReply(
+                        404,
+                        f"stand-in serves POST /v1/messages only, not {recorded.method} {recorded.path}",
+                        error_type="not_found_error",
+                    )
+                )
             if not (recorded.headers.get("x-api-key") or recorded.headers.get("authorization")):
                 return _error_body(ErrorReply(401, "no API key sent (x-api-key or authorization header)"))
             if not isinstance(recorded.body, dict):
                 return _error_body(ErrorReply(400, "request body is not a JSON object"))
             self._served += 1
             if not self._script:
-                return _error_body(ErrorReply(500, f"stand-in script exhausted: request #{self._served} has no "
-                                                   "scripted answer (add more reply()/error() entries)"))
+                return _error_body(
+                    ErrorReply(
+                        500,
+                        f"stand-in script exhausted: request #{self._served} has no "
+                        "scripted answer (add more reply()/error() entries)",
+                    )
+                )
             entry = self._script.pop(0)
             number = self._served
         try:

@@ -55,9 +55,19 @@ def get_run(run_id: str) -> Response:
 
 @bp.get("/approvals")
 def pending() -> Response:
-    return jsonify({"approvals": [{**approval_json(item.approval), "run_id": item.run_id,
-                                   "workflow": item.workflow, "run_status": item.run_status}
-                                  for item in reads.pending_approvals()]})
+    return jsonify(
+        {
+            "approvals": [
+                {
+                    **approval_json(item.approval),
+                    "run_id": item.run_id,
+                    "workflow": item.workflow,
+                    "run_status": item.run_status,
+                }
+                for item in reads.pending_approvals()
+            ]
+        }
+    )
 
 
 def _act(run_id: str, action: str) -> Response:
@@ -96,27 +106,51 @@ def iso(value: datetime | None) -> str | None:
 
 
 def approval_json(approval: Approval) -> dict[str, Any]:
-    return {"id": approval.id, "step": approval.step, "role": approval.role, "reason": approval.reason,
-            "assignee": approval.assignee, "status": approval.status, "decided_by": approval.decided_by,
-            "decided_at": iso(approval.decided_at), "comment": approval.comment,
-            "payload": approval.decision_payload, "expires_at": iso(approval.expires_at),
-            "created_at": iso(approval.created_at)}
+    return {
+        "id": approval.id,
+        "step": approval.step,
+        "role": approval.role,
+        "reason": approval.reason,
+        "assignee": approval.assignee,
+        "status": approval.status,
+        "decided_by": approval.decided_by,
+        "decided_at": iso(approval.decided_at),
+        "comment": approval.comment,
+        "payload": approval.decision_payload,
+        "expires_at": iso(approval.expires_at),
+        "created_at": iso(approval.created_at),
+    }
 
 
 def run_json(run: Run) -> dict[str, Any]:
     pending = reads.open_approval(run)
     return {
-        "id": run.id, "workflow": run.workflow, "status": run.status,
-        "input": run.input, "context": run.context, "subject": run.subject,
-        "state": run.state, "output": run.output, "error": run.error,
-        "tokens": {"input": run.tokens.input_tokens, "output": run.tokens.output_tokens,
-                   "cache_write": run.tokens.cache_write_tokens, "cache_read": run.tokens.cache_read_tokens,
-                   "total": run.tokens.total},
-        "cost_micros": run.cost_micros, "cost_usd": run.cost_usd,
-        "created_at": iso(run.created_at), "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
+        "id": run.id,
+        "workflow": run.workflow,
+        "status": run.status,
+        "input": run.input,
+        "context": run.context,
+        "subject": run.subject,
+        "state": run.state,
+        "output": run.output,
+        "error": run.error,
+        "tokens": {
+            "input": run.tokens.input_tokens,
+            "output": run.tokens.output_tokens,
+            "cache_write": run.tokens.cache_write_tokens,
+            "cache_read": run.tokens.cache_read_tokens,
+            "total": run.tokens.total,
+        },
+        "cost_micros": run.cost_micros,
+        "cost_usd": run.cost_usd,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
         "pending_approval": approval_json(pending) if pending else None,
         "approvals": [approval_json(a) for a in run.approvals],
         "ledger": [{"op_key": e.op_key, "kind": e.kind, "created_at": iso(e.created_at)} for e in run.effects],
-        "events": [{"id": e.id, "type": e.type, "step": e.step, "data": e.data, "created_at": iso(e.created_at)}
-                   for e in run.events],
+        "events": [
+            {"id": e.id, "type": e.type, "step": e.step, "data": e.data, "created_at": iso(e.created_at)}
+            for e in run.events
+        ],
     }

@@ -20,8 +20,7 @@ log = logging.getLogger("rubot.web")
 MAX_BODY_BYTES = 1024 * 1024  # decisions are small; a bigger body is refused with 413 before it is read
 
 
-def create_app(runtime: Runtime | None = None, *, secret_key: str | None = None,
-               api_token: str | None = None) -> Flask:
+def create_app(runtime: Runtime | None = None, *, secret_key: str | None = None, api_token: str | None = None) -> Flask:
     """Build the web app.
 
     Without ``runtime`` every request uses :func:`pipeline.runtime.current`, resolved lazily, so importing the
@@ -52,8 +51,10 @@ def _secret_key(given: str | None) -> str:
     key = given or os.environ.get("RUBOT_WEB_SECRET_KEY", "")
     if key:
         return key
-    log.warning("RUBOT_WEB_SECRET_KEY is not set: using a random key for this process only. Sessions and CSRF "
-                "tokens will not survive a restart or work across several web workers; set it in production.")
+    log.warning(
+        "RUBOT_WEB_SECRET_KEY is not set: using a random key for this process only. Sessions and CSRF "
+        "tokens will not survive a restart or work across several web workers; set it in production."
+    )
     return secrets.token_urlsafe(32)
 
 
@@ -76,7 +77,12 @@ def _http_error(exc: HTTPException) -> Response:
         response.data = json.dumps({"error": reason, "message": exc.description})
         response.content_type = "application/json"
     else:
-        response.data = render_template("rubot_error.html", status=status, reason=reason, message=exc.description,
-                                        run_id=(request.view_args or {}).get("run_id"))
+        response.data = render_template(
+            "rubot_error.html",
+            status=status,
+            reason=reason,
+            message=exc.description,
+            run_id=(request.view_args or {}).get("run_id"),
+        )
         response.content_type = "text/html; charset=utf-8"
     return response

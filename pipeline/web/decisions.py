@@ -11,8 +11,12 @@ from pipeline.runs import Approval, Run
 from pipeline.web.errors import invalid_request
 
 ACTIONS = ("approve", "reject", "request-changes", "cancel")
-PAST_TENSE = {"approve": "approved", "reject": "rejected", "request-changes": "sent back with requested changes",
-              "cancel": "cancelled"}
+PAST_TENSE = {
+    "approve": "approved",
+    "reject": "rejected",
+    "request-changes": "sent back with requested changes",
+    "cancel": "cancelled",
+}
 # Sized to the database columns (``decided_by`` is 200 characters) so a long value is a 400, not a DB error.
 MAX_BY = 200
 MAX_COMMENT = 10_000
@@ -31,20 +35,27 @@ class Decision:
 
 def from_form(form: Mapping[str, str]) -> Decision:
     """Read a decision from the approval (or cancel) form; the payload field holds JSON text."""
-    return _decision(by=form.get("decided_by"), comment=form.get("comment"),
-                     payload=parse_json(form.get("payload", ""), what="payload"),
-                     approval_id=form.get("approval_id") or None)
+    return _decision(
+        by=form.get("decided_by"),
+        comment=form.get("comment"),
+        payload=parse_json(form.get("payload", ""), what="payload"),
+        approval_id=form.get("approval_id") or None,
+    )
 
 
 def from_json(body: Any) -> Decision:
     """Read a decision from a JSON API body ``{"by", "comment", "payload", "approval_id"}``."""
     if not isinstance(body, dict):
-        raise invalid_request("the request body must be a JSON object like {\"by\": \"you@example.com\"}")
+        raise invalid_request('the request body must be a JSON object like {"by": "you@example.com"}')
     unknown = sorted(set(body) - {"by", "comment", "reason", "payload", "approval_id"})
     if unknown:
         raise invalid_request(f"unknown field(s) in the request body: {', '.join(unknown)}")
-    return _decision(by=body.get("by"), comment=body.get("comment", body.get("reason")),
-                     payload=body.get("payload"), approval_id=body.get("approval_id"))
+    return _decision(
+        by=body.get("by"),
+        comment=body.get("comment", body.get("reason")),
+        payload=body.get("payload"),
+        approval_id=body.get("approval_id"),
+    )
 
 
 def parse_json(raw: str | bytes, *, what: str) -> Any:

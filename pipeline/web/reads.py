@@ -50,15 +50,19 @@ class PendingItem:
 def pending_approvals(*, limit: int = 200) -> list[PendingItem]:
     """Every pending approval, oldest first (the ones waiting longest come first)."""
     rt = runtime()
-    query = (select(ApprovalRow, RunRow.workflow, RunRow.status)
-             .join(RunRow, RunRow.id == ApprovalRow.run_id)
-             # A cancelled run keeps its approval row "pending"; only runs that can still resume are listed.
-             .where(ApprovalRow.status == PENDING, RunRow.status == WAITING)
-             .order_by(ApprovalRow.created_at, ApprovalRow.id)
-             .limit(limit))
+    query = (
+        select(ApprovalRow, RunRow.workflow, RunRow.status)
+        .join(RunRow, RunRow.id == ApprovalRow.run_id)
+        # A cancelled run keeps its approval row "pending"; only runs that can still resume are listed.
+        .where(ApprovalRow.status == PENDING, RunRow.status == WAITING)
+        .order_by(ApprovalRow.created_at, ApprovalRow.id)
+        .limit(limit)
+    )
     with rt.db.transaction() as s:
-        return [PendingItem(Approval.from_row(row), row.run_id, workflow, status)
-                for row, workflow, status in s.execute(query)]
+        return [
+            PendingItem(Approval.from_row(row), row.run_id, workflow, status)
+            for row, workflow, status in s.execute(query)
+        ]
 
 
 def open_approval(run: Run) -> Approval | None:

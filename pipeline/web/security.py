@@ -17,8 +17,10 @@ _SESSION_KEY = "rubot_csrf"
 
 # The pages are plain server-rendered HTML: no scripts, no frames, forms only to ourselves. Framing is refused
 # so an approve button can never be clickjacked from another site.
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
-                           "frame-ancestors 'none'; base-uri 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 class CsrfError(BadRequest):

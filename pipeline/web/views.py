@@ -55,8 +55,9 @@ def _rubot_error(exc: RubotError) -> tuple[str, int]:
     if status >= 500:
         log.error("web request %s %s failed: %s", request.method, request.path, exc, exc_info=exc)
     run_id = (request.view_args or {}).get("run_id")
-    return render_template("rubot_error.html", status=status, reason=exc.reason, message=exc.message,
-                           run_id=run_id), status
+    return render_template(
+        "rubot_error.html", status=status, reason=exc.reason, message=exc.message, run_id=run_id
+    ), status
 
 
 @bp.get("/")
@@ -93,8 +94,14 @@ def approval(run_id: str) -> str:
 def _approval_page(run_id: str, *, error: str | None = None, form: dict[str, Any] | None = None) -> str:
     run = reads.get_run(run_id)
     decided = [a for a in run.approvals if a.status != "pending"]
-    return render_template("rubot_approval.html", run=run, pending=reads.open_approval(run),
-                           last=decided[-1] if decided else None, error=error, form=form or {})
+    return render_template(
+        "rubot_approval.html",
+        run=run,
+        pending=reads.open_approval(run),
+        last=decided[-1] if decided else None,
+        error=error,
+        form=form or {},
+    )
 
 
 def _act(run_id: str, action: str) -> Response | tuple[str, int]:
