@@ -14,7 +14,7 @@ from typing import Any
 
 from marshmallow import fields
 
-from pipeline.agent import Agent
+from pipeline.definitions.agent import Agent
 
 # "Strong" evidence: at least this share of the allowed topics appears on the page (and at least two do).
 STRONG_RATIO = 0.75

@@ -49,7 +49,7 @@ def build(settings: Settings) -> dict[str, Any]:
         folder = settings.broker_folder
         for sub in ("queue", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        conf["broker_transport"] = "pipeline.fsbroker:Transport"  # atomic hand-over; see its docstring
+        conf["broker_transport"] = "pipeline.embedded.fsbroker:Transport"  # atomic hand-over; see its docstring
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),

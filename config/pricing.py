@@ -1,4 +1,4 @@
-"""Default model prices, USD per million tokens (Anthropic list prices). Data only; see ``pipeline.pricing``.
+"""Default model prices, USD per million tokens (Anthropic list prices). Data only; see ``pipeline.llm.pricing``.
 
 Cache writes default to 1.25 × input and cache reads to 0.1 × input; an entry may set ``cache_write`` /
 ``cache_read`` explicitly. Override or extend this table with a JSON file named by ``RUBOT_PRICES_FILE``

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from config.pricing import PRICES
-from pipeline.pricing import ModelPrice, load_price_table, price_table
+from pipeline.llm.pricing import ModelPrice, load_price_table, price_table
 from pipeline.settings import Settings
 
 

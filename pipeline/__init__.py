@@ -4,9 +4,12 @@ The model advises; the workflow decides. Declare tools, agents and workflows wit
 start runs with :func:`run` (waits) or :func:`enqueue` (returns at once).
 """
 
-from pipeline.agent import Agent
 from pipeline.api import enqueue, get_run, list_runs, run, wait
-from pipeline.dsl import agent_step, approval_step, parallel, step, tool_step
+from pipeline.definitions.agent import Agent
+from pipeline.definitions.dsl import agent_step, approval_step, parallel, step, tool_step
+from pipeline.definitions.operation import Operation
+from pipeline.definitions.tool import Tool, ToolContext
+from pipeline.definitions.workflow import Workflow
 from pipeline.errors import (
     ApprovalAlreadyDecided,
     DefinitionError,
@@ -16,10 +19,7 @@ from pipeline.errors import (
     ToolError,
     ValidationError,
 )
-from pipeline.operation import Operation
 from pipeline.runs import Approval, Event, Run
-from pipeline.tool import Tool, ToolContext
-from pipeline.workflow import Workflow
 
 __all__ = [
     "Agent",

@@ -7,13 +7,15 @@ from typing import Any
 
 from celery import current_task
 
-from pipeline import admission, registry, runtime, schemas
-from pipeline.compiler import RESUME_TASK
+from pipeline import runtime
+from pipeline.definitions import registry, schemas
+from pipeline.definitions.workflow import Workflow
+from pipeline.engine import admission
+from pipeline.engine.compiler import RESUME_TASK
 from pipeline.errors import DefinitionError, RunError, WaitInsideTaskError, WaitTimeout
 from pipeline.runs import Run
 from pipeline.store import queries
 from pipeline.store.tables import FAILED, QUEUED, TERMINAL, WAITING, RunRow, utcnow
-from pipeline.workflow import Workflow
 
 RESTING = TERMINAL | {WAITING}
 

@@ -6,81 +6,16 @@ A ``Run`` never holds a database session; every property reflects the moment it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pipeline.engine.snapshots import Approval, Effect, Event, Usage
 from pipeline.store import queries
-from pipeline.store.tables import CANCELLED, COMPLETED, FAILED, TERMINAL, WAITING, ApprovalRow, RunRow
+from pipeline.store.tables import CANCELLED, COMPLETED, FAILED, TERMINAL, WAITING, RunRow
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
 
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    type: str
-    step: str | None
-    data: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Approval:
-    id: str
-    step: str
-    role: str
-    reason: str
-    assignee: str | None
-    status: str
-    decided_by: str | None
-    decided_at: datetime | None
-    comment: str | None
-    decision_payload: Any
-    expires_at: datetime | None
-    created_at: datetime
-
-    @property
-    def decision(self) -> str | None:
-        return None if self.status == "pending" else self.status
-
-    @classmethod
-    def from_row(cls, row: ApprovalRow) -> Approval:
-        return cls(
-            id=row.id,
-            step=row.step,
-            role=row.role,
-            reason=row.reason,
-            assignee=row.assignee,
-            status=row.status,
-            decided_by=row.decided_by,
-            decided_at=row.decided_at,
-            comment=row.comment,
-            decision_payload=row.decision_payload,
-            expires_at=row.expires_at,
-            created_at=row.created_at,
-        )
-
-
-@dataclass(frozen=True)
-class Effect:
-    op_key: str
-    kind: str
-    result: Any
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Usage:
-    input_tokens: int
-    output_tokens: int
-    cache_write_tokens: int
-    cache_read_tokens: int
-
-    @property
-    def total(self) -> int:
-        return self.input_tokens + self.output_tokens + self.cache_write_tokens + self.cache_read_tokens
+__all__ = ["Approval", "Effect", "Event", "Run", "Usage"]
 
 
 class Run:
@@ -194,7 +129,7 @@ class Run:
         return self._decide("changes_requested", requested_by, payload, comment, approval_id)
 
     def _decide(self, decision: str, by: str, payload: Any, comment: str | None, approval_id: str | None) -> Approval:
-        from pipeline import approvals
+        from pipeline.engine import approvals
 
         approval = approvals.decide(
             self._runtime, self.id, decision, by=by, payload=payload, comment=comment, approval_id=approval_id
@@ -204,44 +139,21 @@ class Run:
 
     def cancel(self, *, by: str | None = None, reason: str | None = None) -> Run:
         """Cancel the run: no step starts after this returns."""
-        from pipeline import control
+        from pipeline.engine import control
 
         control.cancel(self._runtime, self.id, by=by, reason=reason)
         return self.refresh()
 
     def reconcile(self, *, by: str, happened: bool, result: Any = None, comment: str | None = None) -> Run:
         """Settle an interrupted side effect (``needs_reconciliation``): it happened, with ``result``, or not."""
-        from pipeline import control
+        from pipeline.engine import control
 
         control.reconcile(self._runtime, self.id, by=by, happened=happened, result=result, comment=comment)
         return self.refresh()
 
     def retry(self, *, by: str) -> Run:
         """Run a ``dead_letter`` run again from its last recorded point."""
-        from pipeline import control
+        from pipeline.engine import control
 
         control.retry(self._runtime, self.id, by=by)
         return self.refresh()
-
-
-class RunView:
-    """What a ``@step`` method sees as ``self.run``: the run's data with a writable ``state``."""
-
-    def __init__(
-        self,
-        *,
-        id: str,
-        workflow: str,
-        input: Any,
-        context: Any,
-        subject: Any,
-        state: dict[str, Any],
-        approvals: list[Approval],
-    ) -> None:
-        self.id = id
-        self.workflow = workflow
-        self.input = input
-        self.context = context if context is not None else {}
-        self.subject = subject
-        self.state = state
-        self.approvals = approvals

@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
 
+from pipeline.engine.hooks import HOOKS_KEY, HookChain, Hooks
 from pipeline.errors import ConfigurationError
 from pipeline.models.base import ModelProvider
 from pipeline.settings import Settings
@@ -25,11 +27,18 @@ _lock = threading.Lock()
 
 
 class Runtime:
-    def __init__(self, settings: Settings, app: Celery, *, model: ModelProvider | None = None) -> None:
+    """One deployment: its settings, database, Celery app, model provider and lifecycle hooks."""
+
+    def __init__(
+        self, settings: Settings, app: Celery, *, model: ModelProvider | None = None, hooks: Iterable[Hooks] = ()
+    ) -> None:
         self.settings = settings
         self.app = app
         self.db = Database(settings.database_url)
         self.model: ModelProvider = model or _model_provider(settings)
+        self.hooks = HookChain(hooks)
+        # Every transaction can reach the hooks, so a state change queues its hook to run after the commit.
+        self.db.session_info[HOOKS_KEY] = self.hooks
         app.rubot_runtime = self  # type: ignore[attr-defined]
 
     def send(self, task: str, *args: Any, **options: Any) -> None:

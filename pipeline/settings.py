@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.pricing import ModelPrice
+    from pipeline.llm.pricing import ModelPrice
 
 
 @dataclass(frozen=True)

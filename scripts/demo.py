@@ -29,7 +29,8 @@ from typing import Any
 
 import pipeline
 from config.settings import load
-from pipeline import inprocess, runtime
+from pipeline import runtime
+from pipeline.embedded import inprocess
 from pipeline.errors import RubotError
 from pipeline.runs import Run
 from pipeline.settings import Settings

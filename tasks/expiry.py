@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from pipeline import expiry
+from pipeline.engine import expiry
 from pipeline.runtime import Runtime
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from pipeline import recovery
+from pipeline.engine import recovery
 from pipeline.runtime import Runtime
 
 RECOVER_TASK = "rubot.recover"

@@ -12,7 +12,7 @@ from pathlib import Path
 from marshmallow import fields
 
 from pipeline import Agent, Tool, Workflow, agent_step, step
-from pipeline.policy import Policy
+from pipeline.llm.policy import Policy
 
 
 def record(line: str) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import inprocess
 from pipeline import runtime as rubot_runtime
+from pipeline.embedded import inprocess
 from pipeline.models.guard import forbid_network_models
 from pipeline.testing import ScriptedModel
 from tests import stacks

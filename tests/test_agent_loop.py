@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 
 import pipeline
-from pipeline import pricing, recovery
+from pipeline.engine import recovery
 from pipeline.errors import InvalidRunState
+from pipeline.llm import pricing
 from pipeline.models.anthropic import AnthropicModel
 from pipeline.models.base import Usage
 from pipeline.store import queries

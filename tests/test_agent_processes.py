@@ -9,7 +9,7 @@ from tests.conftest import eventually, sink_lines
 
 
 def test_killing_the_worker_after_a_recorded_turn_reruns_no_turn_and_no_side_effect(production, sink, tmp_path):
-    from pipeline import recovery
+    from pipeline.engine import recovery
 
     # Given a worker whose model is the real SDK talking to the stand-in, and a refund tool that holds still
     # while it runs (its gate file never appears), with a short visibility timeout so Redis redelivers soon

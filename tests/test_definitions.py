@@ -8,7 +8,7 @@ import pytest
 from marshmallow import Schema, fields
 
 from pipeline import Agent, Tool, Workflow, agent_step, approval_step, parallel, step, tool_step
-from pipeline.compiler import segment
+from pipeline.engine.compiler import segment
 from pipeline.errors import DefinitionError
 from tests.workflows import ApprovalWorkflow, ParallelWorkflow, Record
 

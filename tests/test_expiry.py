@@ -15,9 +15,10 @@ from marshmallow import fields
 import pipeline
 from config import celery as celery_config
 from config.settings import load
-from pipeline import Tool, Workflow, approval_step, expiry
+from pipeline import Tool, Workflow, approval_step
+from pipeline.engine import expiry
+from pipeline.engine.expiry import expire_approvals
 from pipeline.errors import ApprovalAlreadyDecided, DefinitionError
-from pipeline.expiry import expire_approvals
 from pipeline.store.tables import utcnow
 from pipeline.testing import reply
 from tests import expiry_workflows as ew

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 import pipeline
-from pipeline import recovery
+from pipeline.engine import recovery
 from tests import fault_workflows as fw
 from tests.conftest import eventually, sink_lines
 

@@ -17,11 +17,11 @@ import pytest
 
 from config.settings import load
 from pipeline.errors import ConfigurationError, ModelError, ModelUnavailable
+from pipeline.llm.pricing import ModelPrice, cost_micros, price_for, price_table
 from pipeline.models import guard
 from pipeline.models.anthropic import AnthropicModel
 from pipeline.models.base import ModelRequest, ModelResponse, ToolCall, Usage
 from pipeline.models.failures import parse_retry_after
-from pipeline.pricing import ModelPrice, cost_micros, price_for, price_table
 from pipeline.testing import (
     MessagesStandIn,
     ScriptedModel,

@@ -15,8 +15,8 @@ from typing import Any, ClassVar, TypedDict
 
 from marshmallow import fields
 
+from pipeline.definitions.tool import Tool
 from pipeline.errors import ToolError
-from pipeline.tool import Tool
 
 POLICIES_FILE = Path(__file__).resolve().parent / "data" / "travel_policies.json"
 

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 from marshmallow import fields, validate
 
+from pipeline.definitions.tool import Tool
 from pipeline.errors import ConfigurationError, ToolError
-from pipeline.tool import Tool
 from tools import html_text, sites
 
 TIMEOUT_SECONDS = 10.0

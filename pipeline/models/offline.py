@@ -22,7 +22,7 @@ class OfflineModel:
                 f"agent {getattr(agent, 'name', '?')!r} has no offline answer and no model is configured; "
                 "set ANTHROPIC_API_KEY to use a real model"
             )
-        # The first user message carries the agent's validated input as JSON (see pipeline.agent_loop).
+        # The first user message carries the agent's validated input as JSON (see pipeline.llm.agent_loop).
         content = request.messages[0]["content"] if request.messages else "{}"
         answer = agent().offline(json.loads(content) if isinstance(content, str) else {})
         return ModelResponse(

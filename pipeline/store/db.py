@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -15,6 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipeline.errors import ConfigurationError, DatabaseNotMigratedError
 
 _lock = threading.Lock()
+_AFTER_COMMIT = "rubot_after_commit"
+
+
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call ``callback`` after ``session``'s transaction (from :meth:`Database.transaction`) has committed."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 class Database:
@@ -31,6 +38,8 @@ class Database:
         self._pid = 0
         self._sessions: sessionmaker[Session] | None = None
         self._checked = False
+        #: Copied into every session's ``info`` (the runtime puts its lifecycle hooks here).
+        self.session_info: dict[str, Any] = {}
 
     @property
     def dialect(self) -> str:
@@ -65,11 +74,21 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on any exception."""
+        """A session in one transaction: committed on success, rolled back on any exception.
+
+        Callbacks registered with :func:`on_commit` run after the commit, outside the transaction, and not at
+        all when it rolls back.
+        """
         self.engine  # noqa: B018 - builds the sessionmaker for this process
         assert self._sessions is not None
-        with self._sessions() as session, session.begin():
-            yield session
+        with self._sessions() as session:
+            if self.session_info:
+                session.info.update(self.session_info)
+            with session.begin():
+                yield session
+            callbacks = session.info.pop(_AFTER_COMMIT, ())
+        for callback in callbacks:
+            callback()
 
     def check_migrated(self) -> None:
         if self._checked:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from pipeline.store.db import Database
+if TYPE_CHECKING:
+    # Only a type: db.py imports this module to check the schema, so importing it here would be circular.
+    from pipeline.store.db import Database
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "rubot_alembic_version"

@@ -11,10 +11,8 @@ from sqlalchemy.orm import Session
 from pipeline.errors import RunNotFound
 from pipeline.redact import redact
 from pipeline.store.tables import (
-    ACTIVE,
     CLAIMED,
     DONE,
-    FAILED,
     PENDING,
     ApprovalRow,
     EffectRow,
@@ -91,17 +89,6 @@ def effects_under(session: Session, run_id: str, prefix: str) -> dict[str, Effec
 
 def bump_counter(run: RunRow, name: str) -> None:
     run.counters = {**(run.counters or {}), name: (run.counters or {}).get(name, 0) + 1}
-
-
-def fail_run(session: Session, run: RunRow, error: dict[str, Any], *, step: str | None = None) -> bool:
-    """Move an active run to ``failed`` with ``error``; returns False if it was already final."""
-    if run.status not in ACTIVE:
-        return False
-    run.status = FAILED
-    run.error = redact(error)
-    run.finished_at = utcnow()
-    add_event(session, run.id, "run.failed", step, **run.error)
-    return True
 
 
 def pending_approval(session: Session, run_id: str, approval_id: str | None = None) -> ApprovalRow | None:

@@ -71,7 +71,7 @@ def refusal(session: Session, runtime: Runtime, run: RunRow, workflow: type) -> 
 
 def admit_next(runtime: Runtime, *, limit: int = 50) -> int:
     """Ask queued runs that never started to try again (oldest first); returns how many were nudged."""
-    from pipeline.compiler import RESUME_TASK
+    from pipeline.engine.compiler import RESUME_TASK
 
     with runtime.db.transaction() as s:
         free = runtime.settings.max_running - _running(s)

@@ -1,6 +1,6 @@
 """``Workflow``: an ordered plan of steps, checked when the class is created.
 
-The metaclass collects the step descriptions of :mod:`pipeline.dsl` from the class body in order, resolves
+The metaclass collects the step descriptions of :mod:`pipeline.definitions.dsl` from the class body in order, resolves
 tool and agent references, and rejects malformed definitions (unknown tools, duplicate names, an approval
 step without a role, an ``input=`` callable of the wrong arity) with a :class:`DefinitionError` at import
 time, long before a run could fail halfway.
@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 from marshmallow import Schema
 
-from pipeline import registry, schemas
-from pipeline.agent import Agent
-from pipeline.dsl import (
+from pipeline.definitions import registry, schemas
+from pipeline.definitions.agent import Agent
+from pipeline.definitions.dsl import (
     AgentStep,
     ApprovalStep,
     FunctionStep,
@@ -25,8 +25,8 @@ from pipeline.dsl import (
     StepSpec,
     ToolStep,
 )
+from pipeline.definitions.tool import resolve as resolve_tool
 from pipeline.errors import DefinitionError, InvalidRunInput
-from pipeline.tool import resolve as resolve_tool
 
 Unit = StepSpec | ParallelGroup
 _OUTCOMES = ("fail", "continue")
@@ -233,7 +233,7 @@ class Workflow(metaclass=WorkflowMeta):
     max_running: ClassVar[int | None] = None
     max_running_per_user: ClassVar[int | None] = None
     one_active_per_subject: ClassVar[bool] = False
-    #: A :class:`pipeline.policy.Policy` consulted on every tool call an agent makes.
+    #: A :class:`pipeline.llm.policy.Policy` consulted on every tool call an agent makes.
     policy: ClassVar[Any] = None
 
     _plan: ClassVar[list[Unit]]
@@ -245,7 +245,22 @@ class Workflow(metaclass=WorkflowMeta):
 
     @classmethod
     def steps(cls) -> list[StepSpec]:
+        """Every step, parallel members included, in plan order."""
         return list(cls._steps.values())
+
+    @classmethod
+    def step_named(cls, name: str) -> StepSpec | None:
+        """The step called ``name`` (a parallel member too), or ``None``."""
+        return cls._steps.get(name)
+
+    @classmethod
+    def step_names(cls) -> list[str]:
+        return list(cls._steps)
+
+    @classmethod
+    def plan(cls) -> list[Unit]:
+        """The plan in order: steps and parallel groups (what the compiler walks)."""
+        return list(cls._plan)
 
     @classmethod
     def output_step(cls) -> str:

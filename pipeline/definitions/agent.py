@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 import marshmallow
 from marshmallow import Schema
 
-from pipeline import registry, schemas
+from pipeline.definitions import registry, schemas
+from pipeline.definitions.tool import Tool, assign_name, resolve
 from pipeline.errors import DefinitionError, InvalidAgentInput, InvalidAgentOutput
-from pipeline.tool import Tool, assign_name, resolve
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
 
@@ -72,6 +72,21 @@ class Agent:
     def offline(self, input: dict[str, Any]) -> dict[str, Any]:
         """A deterministic answer for the offline model. Agents without one cannot run offline."""
         raise NotImplementedError
+
+    @classmethod
+    def tool_classes(cls) -> tuple[type[Tool], ...]:
+        """The resolved Tool classes the model may call (``tools`` as declared, names looked up)."""
+        return cls._tools
+
+    @classmethod
+    def tool_named(cls, name: str) -> type[Tool] | None:
+        return next((t for t in cls._tools if t.name == name), None)
+
+    @classmethod
+    def input_payload(cls, data: Any) -> Any:
+        """``data`` validated and narrowed to the declared input fields, in JSON form: what the model sees."""
+        loaded = cls.validate_input(data)
+        return cls._input().dump(loaded) if cls._input is not None else data
 
     @classmethod
     def has_offline_answer(cls) -> bool:

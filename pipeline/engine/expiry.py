@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipeline import approvals
-from pipeline.dsl import ApprovalStep
+from pipeline.definitions.dsl import ApprovalStep
+from pipeline.engine import approvals, transitions
 from pipeline.store import queries
 from pipeline.store.tables import PENDING, REJECTED, WAITING, ApprovalRow, EventRow, RunRow, utcnow
 
@@ -115,16 +115,7 @@ def _expire_one(runtime: Runtime, run_id: str, approval_id: str, now: datetime) 
         if policy.action == "escalate":
             _escalate(s, run, approval, policy, now)
             return True
-        queries.add_event(
-            s,
-            run.id,
-            "approval.expired",
-            approval.step,
-            approval_id=approval.id,
-            role=approval.role,
-            expires_at=deadline.isoformat(),
-            resolution=REJECTED,
-        )
+        transitions.note_approval_expired(s, run, approval, deadline=deadline, resolution=REJECTED)
         comment = (
             f"The approval expired at {deadline.isoformat()} before anyone ({approval.role}) decided; "
             "it was rejected automatically."
@@ -150,9 +141,9 @@ def _expire_one(runtime: Runtime, run_id: str, approval_id: str, now: datetime) 
 def _policy(runtime: Runtime, s: Session, run: RunRow, approval: ApprovalRow) -> _Policy:
     if approval.kind != "step":
         return _Policy("reject")
-    from pipeline.executor import workflow_of
+    from pipeline.definitions.registry import workflow_of
 
-    spec = workflow_of(runtime, run.workflow)._steps.get(approval.step)
+    spec = workflow_of(runtime, run.workflow).step_named(approval.step)
     if not isinstance(spec, ApprovalStep) or spec.on_expire != "escalate" or not spec.escalate_to:
         return _Policy("reject")
     if _escalated_before(s, run.id, approval.id):
@@ -170,31 +161,10 @@ def _escalated_before(s: Session, run_id: str, approval_id: str) -> bool:
 def _escalate(s: Session, run: RunRow, approval: ApprovalRow, policy: _Policy, now: datetime) -> None:
     assert approval.expires_at is not None and policy.escalate_to and policy.escalate_expires_in is not None
     deadline = _utc(approval.expires_at)
-    from_role, from_assignee = approval.role, approval.assignee
-    approval.role = policy.escalate_to
     # The assignee belonged to the role that missed the deadline; anyone holding the new role may decide.
-    approval.assignee = None
-    approval.expires_at = now + policy.escalate_expires_in
-    queries.add_event(
-        s,
-        run.id,
-        "approval.expired",
-        approval.step,
-        approval_id=approval.id,
-        role=from_role,
-        expires_at=deadline.isoformat(),
-        resolution="escalated",
-    )
-    queries.add_event(
-        s,
-        run.id,
-        "approval.escalated",
-        approval.step,
-        approval_id=approval.id,
-        from_role=from_role,
-        to_role=approval.role,
-        from_assignee=from_assignee,
-        expires_at=approval.expires_at.isoformat(),
+    transitions.note_approval_expired(s, run, approval, deadline=deadline, resolution="escalated")
+    transitions.escalate_approval(
+        s, run, approval, to_role=policy.escalate_to, expires_at=now + policy.escalate_expires_in
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import registry
+from pipeline.definitions import registry
 from pipeline.errors import DefinitionError
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pipeline import admission, compiler
-from pipeline.executor import workflow_of
+from pipeline.definitions.registry import workflow_of
+from pipeline.engine import admission, compiler, transitions
 from pipeline.store import queries
-from pipeline.store.tables import COMPLETED, QUEUED, RUNNING, utcnow
+from pipeline.store.tables import QUEUED, RUNNING
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
@@ -42,8 +42,7 @@ def resume(runtime: Runtime, run_id: str, expected_seq: int | None = None) -> li
         )
         run.dispatch_seq += 1
         if run.status == QUEUED:
-            run.status, run.started_at = RUNNING, utcnow()
-            queries.add_event(s, run_id, "run.started", workflow=run.workflow)
+            transitions.start(s, run)
         queries.add_event(s, run_id, "run.dispatched", steps=names, seq=run.dispatch_seq)
     # Sent after the commit: a worker that picks the first step up must see the run as running.
     canvas.apply_async()
@@ -57,13 +56,11 @@ def finish(runtime: Runtime, run_id: str) -> bool:
         if run.status != RUNNING:
             return False
         workflow = workflow_of(runtime, run.workflow)
-        missing = [n for n in workflow._steps if n not in queries.completed_ops(s, run_id)]
+        missing = [n for n in workflow.step_names() if n not in queries.completed_ops(s, run_id)]
         if missing:
-            queries.fail_run(s, run, {"reason": "incomplete", "message": f"steps never recorded: {missing}"})
+            transitions.fail(s, run, {"reason": "incomplete", "message": f"steps never recorded: {missing}"})
             return False
-        run.status, run.finished_at = COMPLETED, utcnow()
-        run.output = (run.state or {}).get(workflow.output_step())
-        queries.add_event(s, run_id, "run.completed")
+        transitions.complete(s, run, (run.state or {}).get(workflow.output_step()))
     admission.admit_next(runtime)
     return True
 

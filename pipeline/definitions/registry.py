@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pipeline.errors import DefinitionError, UnknownWorkflowError
+
+if TYPE_CHECKING:
+    from pipeline.definitions.workflow import Workflow
 
 log = logging.getLogger("rubot.registry")
 
@@ -65,3 +68,8 @@ def workflow(name: str, *, modules: tuple[str, ...] = ()) -> type:
         known = ", ".join(workflows.names()) or "none"
         raise UnknownWorkflowError(f"no workflow named {name!r} is registered (known: {known})")
     return cls
+
+
+def workflow_of(runtime: Any, name: str) -> type[Workflow]:
+    """The workflow class of a stored run, importing the deployment's ``workflow_modules`` when needed."""
+    return workflow(name, modules=runtime.settings.workflow_modules)  # type: ignore[return-value]

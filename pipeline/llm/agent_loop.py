@@ -4,7 +4,7 @@
 ``run_turn`` (task ``rubot.agent_turn``) claims ``<step>/turn-<n>``, checks budgets and cancellation, calls the
 model, and records the response — with its usage and cost — *before* any tool runs. Then it either finishes
 the step (a valid ``final_answer``), or sends the turn's tool calls as a chord (``rubot.agent_tool``, see
-:mod:`pipeline.tool_calls`) whose body is turn ``n + 1``.
+:mod:`pipeline.llm.tool_calls`) whose body is turn ``n + 1``.
 
 Every decision is made from the ledger, so a redelivered turn task does not call the model again: a claimed or
 recorded turn is never re-requested, and re-sending the tool calls of a recorded turn is harmless because each
@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from celery import chain, chord, group
 
-from pipeline import bodies, budgets, compiler, dispatch, leases, pricing, recovery
-from pipeline.dsl import AgentStep
+from pipeline.definitions.dsl import AgentStep
+from pipeline.engine import bodies, compiler, dispatch, leases, recovery, transitions
+from pipeline.engine.hooks import ModelTurnInfo
+from pipeline.engine.leases import Claim
 from pipeline.errors import InvalidAgentOutput, ModelError
-from pipeline.leases import Claim
+from pipeline.llm import budgets, pricing
+from pipeline.llm.tool_calls import READ_DATA_TOOL, TOOL_TASK, tool_op
 from pipeline.models.base import FINAL_ANSWER_TOOL, ModelRequest, ModelResponse
 from pipeline.store import queries
 from pipeline.store.tables import DONE, RUNNING, EffectRow
-from pipeline.tool_calls import READ_DATA_TOOL, TOOL_TASK, tool_op
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
@@ -46,13 +49,13 @@ def turn_op(step: str, n: int) -> str:
 def begin(runtime: Runtime, run_id: str, spec: AgentStep, data: Any, *, task_id: str | None) -> None:
     """Validate the agent's input, record it, and send the first turn."""
     agent = spec.agent
-    loaded = agent.validate_input(data)
-    payload = agent._input().dump(loaded) if agent._input is not None else data
+    payload = agent.input_payload(data)
     last: tuple[int, ModelResponse] | None = None
     with runtime.db.transaction() as s:
         ledger = queries.effects_under(s, run_id, f"{spec.name}/")
         if f"{spec.name}/input" not in ledger:
-            queries.add_effect(s, run_id, f"{spec.name}/input", "agent_input", payload, task_id)
+            run = queries.lock_run(s, run_id)
+            transitions.record(s, run, f"{spec.name}/input", "agent_input", payload, task_id=task_id)
             queries.add_event(
                 s,
                 run_id,
@@ -84,14 +87,14 @@ def send_turn(runtime: Runtime, run_id: str, step: str, n: int) -> None:
 
 
 def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str | None) -> None:
-    from pipeline.executor import workflow_of
+    from pipeline.definitions.registry import workflow_of
 
     request: ModelRequest | None = None
     response: ModelResponse | None = None
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         workflow = workflow_of(runtime, run.workflow)
-        spec = workflow._steps[step]
+        spec = workflow.step_named(step)
         agent = spec.agent
         ledger = queries.effects_under(s, run_id, f"{step}/")
         step_done = queries.get_effect(s, run_id, step) is not None
@@ -109,7 +112,7 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
                 if exceeded is not None:
                     error = exceeded.as_error()
                     queries.add_event(s, run_id, "agent.budget_exceeded", step, turn=n, **error["details"])
-                    queries.fail_run(s, run, {**error, "step": step}, step=step)
+                    transitions.fail(s, run, {**error, "step": step}, step=step)
                     return
                 # Claim the turn before calling the model: a concurrent or redelivered copy of this task sees
                 # the live claim and never pays for the same turn twice.
@@ -122,13 +125,26 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
         _continue_workflow(runtime, run_id, step)  # a redelivery after the step finished
         return
     if request is not None:
+        runtime.hooks.call(
+            "model_turn_started",
+            ModelTurnInfo(
+                run_id=run_id,
+                workflow=workflow.name,
+                step=step,
+                turn=n,
+                agent=agent.name,
+                model=request.model,
+                provider=runtime.model.name,
+            ),
+        )
+        started = time.monotonic()
         try:
             with leases.heartbeat(runtime, run_id, turn_op(step, n)):
                 response = runtime.model.create_message(request)
         except BaseException:
             leases.release(runtime, run_id, turn_op(step, n))  # no response: the turn was not paid for
             raise
-        response = _record_turn(runtime, run_id, step, n, agent, response)
+        response = _record_turn(runtime, run_id, step, n, agent, response, time.monotonic() - started)
     assert response is not None
     _after_turn(runtime, run_id, spec, n, response, task_id=task_id)
 
@@ -191,7 +207,9 @@ def _budget_exceeded(
 
 
 def tool_definitions(agent: type) -> list[dict[str, Any]]:
-    tools = [{"name": t.name, "description": t.description, "input_schema": t.json_schema()} for t in agent._tools]
+    tools = [
+        {"name": t.name, "description": t.description, "input_schema": t.json_schema()} for t in agent.tool_classes()
+    ]
     if tools:
         tools.append(
             {
@@ -252,7 +270,7 @@ def transcript(ledger: dict[str, EffectRow], step: str, n: int) -> list[dict[str
 
 
 def _record_turn(
-    runtime: Runtime, run_id: str, step: str, n: int, agent: type, response: ModelResponse
+    runtime: Runtime, run_id: str, step: str, n: int, agent: type, response: ModelResponse, duration: float
 ) -> ModelResponse:
     price = pricing.price_for(response.model or agent.model or runtime.settings.default_model, runtime.settings.prices)
     cost = pricing.cost_micros(response.usage, price)
@@ -261,30 +279,24 @@ def _record_turn(
         row = queries.get_effect(s, run_id, turn_op(step, n))
         if row is not None and row.status == DONE:  # recorded by another delivery: that one stands
             return ModelResponse.from_json(row.result)
-        row.result, row.status = {**response.to_json(), "cost_micros": cost}, DONE
         usage = response.usage
-        run.input_tokens += usage.input_tokens
-        run.output_tokens += usage.output_tokens
-        run.cache_write_tokens += usage.cache_write_tokens
-        run.cache_read_tokens += usage.cache_read_tokens
-        run.cost_micros += cost
-        queries.add_event(
+        transitions.record_model_turn(
             s,
-            run_id,
-            "model.turn",
-            step,
+            run,
+            row,
+            step=step,
             turn=n,
-            provider=response.provider,
-            model=response.model,
-            stop_reason=response.stop_reason,
+            agent=agent.name,
+            response=response.to_json(),
             cost_micros=cost,
-            tool_calls=[c.name for c in response.tool_calls],
             usage={
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,
                 "cache_write_tokens": usage.cache_write_tokens,
                 "cache_read_tokens": usage.cache_read_tokens,
             },
+            duration_seconds=duration,
+            tool_calls=[c.name for c in response.tool_calls],
             note=response.text[:200] if response.provider == "offline" else None,
         )
     return response
@@ -338,10 +350,17 @@ def _reject_answer(
     )
     with runtime.db.transaction() as s:
         if queries.get_effect(s, run_id, tool_op(step, n, call_id)) is None:
-            queries.add_effect(
-                s, run_id, tool_op(step, n, call_id), "tool_call", {"content": content, "is_error": True}, None
+            run = queries.lock_run(s, run_id)
+            transitions.answer_tool_call(
+                s,
+                run,
+                tool_op(step, n, call_id),
+                FINAL_ANSWER_TOOL,
+                {"content": content, "is_error": True},
+                event="agent.invalid_output",
+                turn=n,
+                errors=exc.details,
             )
-            queries.add_event(s, run_id, "agent.invalid_output", step, turn=n, errors=exc.details)
     return _count_attempt(runtime, run_id, step, n, agent, error=exc)
 
 
@@ -356,7 +375,7 @@ def _count_attempt(
         if attempts <= agent.max_output_retries:
             return False
         failure = error or InvalidAgentOutput(f"agent {agent.name!r} gave no valid final answer")
-        queries.fail_run(
+        transitions.fail(
             s,
             run,
             {**failure.as_dict(), "reason": "invalid_agent_output", "step": step, "attempts": attempts},
@@ -381,9 +400,9 @@ def _finish(runtime: Runtime, run_id: str, step: str, n: int, answer: Any, task_
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         if queries.get_effect(s, run_id, step) is None:
-            queries.add_effect(s, run_id, step, "agent", {**delta, "resume_seq": run.dispatch_seq}, task_id)
-            run.state = bodies.apply(run.state, delta)
-            queries.add_event(s, run_id, "step.completed", step, keys=[step], turns=n)
+            transitions.complete_step(
+                s, run, step, "agent", delta, task_id=task_id, extra={"resume_seq": run.dispatch_seq}, turns=n
+            )
     _continue_workflow(runtime, run_id, step)
 
 
@@ -400,4 +419,7 @@ def model_error_to_failure(runtime: Runtime, run_id: str, step: str, exc: ModelE
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         queries.add_event(s, run_id, "model.error", step, **exc.as_dict())
-        queries.fail_run(s, run, {**exc.as_dict(), "step": step}, step=step)
+        transitions.fail(s, run, {**exc.as_dict(), "step": step}, step=step)
+
+
+bodies.register_deferred(AgentStep, begin)

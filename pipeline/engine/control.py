@@ -5,20 +5,15 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from pipeline import admission, bodies, dispatch, recovery, schemas
-from pipeline.errors import InvalidRunState, InvalidToolOutput
-from pipeline.executor import workflow_of
+from pipeline.definitions import schemas
+from pipeline.definitions.registry import workflow_of
+from pipeline.engine import admission, dispatch, recovery, transitions
+from pipeline.errors import InvalidRunState
 from pipeline.store import queries
 from pipeline.store.tables import (
-    CANCELLED,
     CLAIMED,
     DEAD_LETTER,
-    DONE,
     NEEDS_RECONCILIATION,
-    PENDING,
-    RUNNING,
-    TERMINAL,
-    utcnow,
 )
 
 if TYPE_CHECKING:
@@ -30,15 +25,7 @@ def cancel(runtime: Runtime, run_id: str, *, by: str | None = None, reason: str 
     a step already running finishes its body, its result is recorded, and the chain stops there."""
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
-        if run.status in TERMINAL:
-            raise InvalidRunState(f"run {run_id} is already {run.status}")
-        previous = run.status
-        for approval in queries.approvals(s, run_id):
-            if approval.status == PENDING:  # nobody can decide it any more
-                approval.status = CANCELLED
-        run.status, run.finished_at = CANCELLED, utcnow()
-        run.error = {"reason": "cancelled", "message": reason or "cancelled", "by": by}
-        queries.add_event(s, run_id, "run.cancelled", by=by, reason=reason, previous_status=previous)
+        transitions.cancel(s, run, by=by, reason=reason)
     admission.admit_next(runtime)
 
 
@@ -65,18 +52,14 @@ def reconcile(
             s.delete(row)
         elif row.kind == "tool_call":
             content = schemas.to_json(result, what="reconciled result")
-            row.result, row.status = {"content": json.dumps(content, sort_keys=True), "is_error": False}, DONE
-        else:
-            spec = workflow_of(runtime, run.workflow)._steps[op_key]
-            output = schemas.validate_output(
-                spec.tool._output, result, error=InvalidToolOutput, what=f"reconciled output of step {op_key!r}"
+            transitions.record(
+                s, run, op_key, row.kind, {"content": json.dumps(content, sort_keys=True), "is_error": False}, row=row
             )
-            delta = {"set": {op_key: output}, "unset": []}
-            row.result, row.status = delta, DONE
-            run.state = bodies.apply(run.state, delta)
-        row.lease_expires_at = None
-        run.status, run.error, run.finished_at = RUNNING, None, None
-        queries.add_event(s, run_id, "run.reconciled", op_key, by=by, happened=happened, comment=comment)
+        else:
+            spec = workflow_of(runtime, run.workflow).step_named(op_key)
+            output = spec.tool.validate_output(result, what=f"reconciled output of step {op_key!r}")
+            transitions.complete_step(s, run, op_key, row.kind, {"set": {op_key: output}, "unset": []}, row=row)
+        transitions.reopen(s, run, "run.reconciled", op_key, by=by, happened=happened, comment=comment)
         seq = run.dispatch_seq
     dispatch.resume(runtime, run_id, seq)
 
@@ -88,8 +71,8 @@ def retry(runtime: Runtime, run_id: str, *, by: str) -> None:
         if run.status != DEAD_LETTER:
             raise InvalidRunState(f"run {run_id} is {run.status}, not dead_letter")
         workflow = workflow_of(runtime, run.workflow)
-        run.status, run.error, run.finished_at, run.recoveries = RUNNING, None, None, 0
-        queries.add_event(s, run_id, "run.retried", None, by=by)
+        run.recoveries = 0
+        transitions.reopen(s, run, "run.retried", None, by=by)
         for row in queries.effects(s, run_id):
             if row.status != CLAIMED:
                 continue

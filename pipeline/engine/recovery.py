@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session
 
+from pipeline.definitions.dsl import ToolStep
+from pipeline.definitions.registry import workflow_of
+from pipeline.engine import admission, dispatch, transitions
 from pipeline.store import queries
 from pipeline.store.tables import (
     CLAIMED,
@@ -37,13 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("rubot.recovery")
 
 
-def set_aside(session: Session, run: RunRow, status: str, error: dict[str, Any]) -> None:
-    run.status, run.error, run.finished_at = status, error, utcnow()
-    queries.add_event(session, run.id, f"run.{status}", error.get("op_key"), **error)
-
-
 def needs_reconciliation(session: Session, run: RunRow, op_key: str, what: str) -> None:
-    set_aside(
+    transitions.set_aside(
         session,
         run,
         NEEDS_RECONCILIATION,
@@ -61,7 +59,7 @@ def count_recovery(session: Session, run: RunRow, op_key: str | None, why: str, 
     run.recoveries = (run.recoveries or 0) + 1
     queries.add_event(session, run.id, "run.recovered", op_key, why=why, recoveries=run.recoveries)
     if run.recoveries > max_recoveries:
-        set_aside(
+        transitions.set_aside(
             session,
             run,
             DEAD_LETTER,
@@ -109,16 +107,12 @@ def sweep(runtime: Runtime, *, now: datetime | None = None) -> dict[str, str]:
             recover(runtime, run_id, why, now=now)
         except Exception:  # one bad run must not stop the others from being recovered
             log.exception("recovering run %s failed", run_id)
-    from pipeline import admission
-
     admission.admit_next(runtime)  # queued runs whose slot freed without a nudge (or whose message was lost)
     return stuck
 
 
 def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = None) -> bool:
     """Take a stuck run over: release dead claims and dispatch the rest of its plan again."""
-    from pipeline import dispatch
-    from pipeline.executor import workflow_of
 
     now = now or utcnow()
     with runtime.db.transaction() as s:
@@ -152,16 +146,14 @@ def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = N
 
 def _uncertain(workflow: type, row: EffectRow) -> bool:
     """Whether re-running ``row``'s work could repeat a side effect that may have happened."""
-    from pipeline.dsl import ToolStep
-
     if row.kind == "tool":
-        spec = workflow._steps.get(row.op_key)
+        spec = workflow.step_named(row.op_key)
         tool = spec.tool if isinstance(spec, ToolStep) else None
     elif row.kind == "tool_call":
-        step = workflow._steps.get(row.op_key.split("/")[0])
+        step = workflow.step_named(row.op_key.split("/")[0])
         name = (row.result or {}).get("tool") if row.result else None
-        tools = {t.name: t for t in getattr(getattr(step, "agent", None), "_tools", ())}
-        tool = tools.get(name) if name else None
+        agent = getattr(step, "agent", None)
+        tool = agent.tool_named(name) if agent is not None and name else None
         if tool is None:
             return True  # cannot tell which tool it was: do not guess
     else:

@@ -1,8 +1,8 @@
 """The workflow DSL as data: step builders return frozen step descriptions.
 
 Nothing here runs anything. ``tool_step(LoadTravelPolicy, input=...)`` in a class body is just a
-:class:`ToolStep` record; :mod:`pipeline.workflow` names, checks and orders the records when the class is
-created, and :mod:`pipeline.compiler` turns them into Celery signatures.
+:class:`ToolStep` record; :mod:`pipeline.definitions.workflow` names, checks and orders the records when the class is
+created, and :mod:`pipeline.engine.compiler` turns them into Celery signatures.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class ApprovalStep(StepSpec):
     expires_in: timedelta | None = None
     on_reject: Outcome = "fail"
     on_changes_requested: Outcome = "fail"
-    # What the expiry sweep does once ``expires_in`` has passed without a decision (see pipeline.expiry).
+    # What the expiry sweep does once ``expires_in`` has passed without a decision (see pipeline.engine.expiry).
     # Left unset it means "reject"; the workflow check fills it in whenever ``expires_in`` is given.
     on_expire: OnExpire | None = None
     escalate_to: str | None = None

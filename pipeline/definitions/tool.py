@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from marshmallow import Schema
 
-from pipeline import registry, schemas
+from pipeline.definitions import registry, schemas
 from pipeline.errors import DefinitionError, InvalidToolInput, InvalidToolOutput
 
 
@@ -102,6 +102,13 @@ class Tool:
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
         return schemas.json_schema(cls._input)
+
+    @classmethod
+    def validate_output(cls, data: Any, *, what: str | None = None) -> Any:
+        """``data`` checked against ``output_schema``, in JSON form (``InvalidToolOutput`` if it does not fit)."""
+        return schemas.validate_output(
+            cls._output, data, error=InvalidToolOutput, what=what or f"output of tool {cls.name!r}"
+        )
 
     @classmethod
     def validate_input(cls, data: Any) -> Any:

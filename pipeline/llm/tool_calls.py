@@ -18,10 +18,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline import compiler, leases
-from pipeline import policy as policies
+from pipeline.definitions.tool import ToolContext
+from pipeline.engine import compiler, leases, recovery, transitions
+from pipeline.engine.leases import Claim
 from pipeline.errors import InvalidToolInput, RubotError
-from pipeline.leases import Claim
+from pipeline.llm import policy as policies
 from pipeline.models.base import FINAL_ANSWER_TOOL, ModelResponse, ToolCall
 from pipeline.store import queries
 from pipeline.store.tables import (
@@ -31,12 +32,10 @@ from pipeline.store.tables import (
     PENDING,
     RUNNING,
     WAITING,
-    ApprovalRow,
     BlobRow,
     EffectRow,
     utcnow,
 )
-from pipeline.tool import ToolContext
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
@@ -68,7 +67,7 @@ class Answer:
 
 def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str, *, task_id: str | None) -> bool:
     """Handle one tool call; False when the run now waits for a person (send no next turn)."""
-    from pipeline.executor import workflow_of
+    from pipeline.definitions.registry import workflow_of
 
     op = tool_op(step, n, call_id)
     with runtime.db.transaction() as s:
@@ -80,7 +79,7 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
             queries.add_event(s, run_id, "tool.skipped", step, op_key=op, status=run.status)
             return True
         workflow = workflow_of(runtime, run.workflow)
-        agent = workflow._steps[step].agent
+        agent = workflow.step_named(step).agent
         turn = ModelResponse.from_json(queries.get_effect(s, run_id, f"{step}/turn-{n}").result)
         call = next(c for c in turn.tool_calls if c.id == call_id)
         user = (run.context or {}).get("user") if isinstance(run.context, dict) else None
@@ -93,7 +92,7 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
         if call.name == READ_DATA_TOOL:
             _record(s, run, op, call, _read_data(s, run_id, call.input, agent.result_cap_bytes), is_error=None)
             return True
-        tools = {t.name: t for t in agent._tools}
+        tools = {t.name: t for t in agent.tool_classes()}
         tool_cls = tools.get(call.name)
         answer = _screen(s, run, workflow, agent, step, n, call, tool_cls, user)
         if answer is not None:
@@ -140,13 +139,11 @@ def _run_claimed(runtime: Runtime, run_id: str, op: str, call: ToolCall, tool: A
 
 def _interrupted(runtime: Runtime, s: Any, run: Any, agent: type, op: str, call: ToolCall, task_id: str | None) -> str:
     """A side-effecting call is claimed: "held" (its holder lives), "set_aside" or "retry" (idempotent)."""
-    from pipeline import recovery
-
     claim, _ = leases.claim(s, run.id, op, "tool_call", task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
     if claim is Claim.HELD:
         queries.add_event(s, run.id, "tool.held_elsewhere", op.split("/")[0], op_key=op, task_id=task_id)
         return "held"
-    tool_cls = {t.name: t for t in agent._tools}.get(call.name)
+    tool_cls = agent.tool_named(call.name)
     if tool_cls is None or not tool_cls.idempotent:
         recovery.needs_reconciliation(s, run, op, f"the call to {call.name}")
         return "set_aside"
@@ -160,7 +157,7 @@ def _screen(
 ) -> Answer | None:
     """The checks that answer a call without running it, in order."""
     if tool_cls is None:
-        available = ", ".join([t.name for t in agent._tools] + [READ_DATA_TOOL, FINAL_ANSWER_TOOL])
+        available = ", ".join([t.name for t in agent.tool_classes()] + [READ_DATA_TOOL, FINAL_ANSWER_TOOL])
         return Answer(f"Unknown tool {call.name!r}. Available tools: {available}.", "tool.unknown", "unknown_tool")
     if _seen_before(s, run.id, step, n, call):
         return Answer(DUPLICATE.format(name=call.name), "tool.duplicate", "duplicate_tool_call")
@@ -208,33 +205,18 @@ def _approval_gate(s: Any, run: Any, op: str, call: ToolCall, tool_cls: type, re
     approval = queries.approval_for_step(s, run.id, op)
     digest = args_hash(call.name, call.input)
     if approval is None:
-        approval = ApprovalRow(
-            id=queries.new_id("apr"),
-            run_id=run.id,
+        transitions.request_approval(
+            s,
+            run,
             step=op,
             role=tool_cls.approval_role,
             reason=reason,
-            status=PENDING,
             kind="tool_call",
             tool_input=call.input,
             args_hash=digest,
-            created_at=utcnow(),
             expires_at=tool_cls.approval_expires_at(utcnow()),
-        )
-        s.add(approval)
-        run.status = WAITING
-        queries.add_event(
-            s,
-            run.id,
-            "approval.requested",
-            op,
-            approval_id=approval.id,
-            role=approval.role,
-            reason=reason,
             tool=call.name,
-            args_hash=digest,
         )
-        queries.add_event(s, run.id, "run.waiting_for_approval", op)
         return True
     if approval.status == PENDING:
         return True
@@ -298,17 +280,13 @@ def _record(
     s: Any, run: Any, op: str, call: ToolCall, answer: Answer, *, is_error: bool | None, row: EffectRow | None = None
 ) -> None:
     error = is_error if is_error is not None else answer.event != "tool.read_data"
-    result = {"content": answer.content, "is_error": error}
-    if row is None:
-        queries.add_effect(s, run.id, op, "tool_call", result, None)
-    else:
-        row.result, row.status = result, DONE
     if answer.counter:
         queries.bump_counter(run, answer.counter)
-    run.updated_at = utcnow()  # progress, as far as the sweeper is concerned
-    data: dict[str, Any] = {"op_key": op, "tool": call.name, "is_error": error}
+    data: dict[str, Any] = {}
     if error:
         data["message"] = answer.content[:500]
     if answer.details is not None:
         data["details"] = answer.details
-    queries.add_event(s, run.id, answer.event, op.split("/")[0], **data)
+    transitions.answer_tool_call(
+        s, run, op, call.name, {"content": answer.content, "is_error": error}, event=answer.event, row=row, **data
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
-from pipeline.dsl import ParallelGroup, StepSpec
+from pipeline.definitions.dsl import ParallelGroup, StepSpec
 
 STEP_TASK = "rubot.step"
 JOIN_TASK = "rubot.join"
@@ -38,7 +38,7 @@ def segment(app: Celery, workflow: type, run_id: str, done: set[str], *, queue: 
         names.append(spec.name)  # type: ignore[arg-type]
         return sig
 
-    for unit in workflow._plan:
+    for unit in workflow.plan():
         if isinstance(unit, ParallelGroup):
             pending = [s for s in unit.steps if s.name not in done]
             if len(pending) == 1:

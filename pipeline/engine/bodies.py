@@ -2,21 +2,45 @@
 
 A body returns a *state delta* ``{"set": {...}, "unset": [...]}``: the executor applies it to the run row
 under a lock, so parallel steps writing different keys never lose each other's results.
+
+Step kinds whose work goes on in tasks of their own (an agent step's model turns) register a *starter* with
+:func:`register_deferred`; the executor calls it instead of a body and the kind's own tasks record the step.
+This keeps the executor free of the agent loop (which imports the engine, not the other way round).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pipeline import schemas
-from pipeline.dsl import AgentStep, FunctionStep, StepSpec, ToolStep
+from pipeline.definitions.dsl import AgentStep, FunctionStep, StepSpec, ToolStep
+from pipeline.definitions.tool import ToolContext
+from pipeline.engine.snapshots import RunView
+from pipeline.engine.transitions import diff
 from pipeline.errors import RubotError, StepInputError
-from pipeline.runs import RunView
-from pipeline.tool import ToolContext
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
+
+#: ``starter(runtime, run_id, spec, step_input, task_id=...)`` per step class whose work continues elsewhere.
+Starter = Callable[..., None]
+_deferred: dict[type[StepSpec], Starter] = {}
+
+
+def register_deferred(kind: type[StepSpec], starter: Starter) -> None:
+    """Let steps of class ``kind`` start with ``starter`` instead of running a body in the step task."""
+    _deferred[kind] = starter
+
+
+def deferred_starter(spec: StepSpec) -> Starter | None:
+    """The starter of ``spec``'s kind, or ``None`` for a kind whose body runs in the step task."""
+    for kind, starter in _deferred.items():
+        if isinstance(spec, kind):
+            return starter
+    if spec.ends_segment and not spec.kind == "approval":
+        raise TypeError(f"no starter is registered for {spec.kind} steps (is pipeline.llm imported?)")
+    return None
 
 
 def step_input(spec: ToolStep | AgentStep, view: RunView) -> Any:
@@ -45,14 +69,3 @@ def run_body(runtime: Runtime, workflow: type, spec: StepSpec, view: RunView, *,
             view.state[spec.name] = returned  # type: ignore[index]
         return diff(before, view.state, what=f"state written by step {spec.name!r}")
     raise TypeError(f"no body for {spec!r}")
-
-
-def diff(before: dict[str, Any], after: dict[str, Any], *, what: str) -> dict[str, Any]:
-    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
-    return {"set": schemas.to_json(changed, what=what), "unset": [k for k in before if k not in after]}
-
-
-def apply(state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-    merged = {k: v for k, v in (state or {}).items() if k not in set(delta.get("unset", []))}
-    merged.update(delta.get("set", {}))
-    return merged

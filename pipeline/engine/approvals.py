@@ -5,7 +5,7 @@ compiled segment ends at the approval step, so no broker message, worker or resu
 A decision is recorded once, with the ledger row of the approval step and the state entry
 ``state[step] = {"decision", "decided_by", "comment", "payload"}`` in the same transaction; then a
 ``rubot.resume`` message re-dispatches the rest of the plan from SQL. An approval nobody decided in time is
-rejected through the same :func:`record_decision` by the expiry sweep (:mod:`pipeline.expiry`).
+rejected through the same :func:`record_decision` by the expiry sweep (:mod:`pipeline.engine.expiry`).
 """
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ from typing import TYPE_CHECKING, Any
 from celery import chain
 from sqlalchemy.orm import Session
 
-from pipeline import bodies, schemas
-from pipeline.compiler import RESUME_TASK, TOOL_TASK, TURN_TASK
-from pipeline.dsl import ApprovalStep
+from pipeline.definitions import schemas
+from pipeline.definitions.dsl import ApprovalStep
+from pipeline.definitions.registry import workflow_of
+from pipeline.engine import transitions
+from pipeline.engine.compiler import RESUME_TASK, TOOL_TASK, TURN_TASK
+from pipeline.engine.snapshots import Approval
+from pipeline.engine.transitions import Outcome
 from pipeline.errors import ApprovalAlreadyDecided, ApprovalError, NoPendingApproval
-from pipeline.runs import Approval
 from pipeline.store import queries
 from pipeline.store.tables import (
     APPROVED,
     CHANGES_REQUESTED,
     PENDING,
     REJECTED,
-    RUNNING,
     WAITING,
     ApprovalRow,
     RunRow,
@@ -37,7 +39,6 @@ from pipeline.store.tables import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.executor import Outcome
     from pipeline.runtime import Runtime
 
 DECISIONS = (APPROVED, REJECTED, CHANGES_REQUESTED)
@@ -45,38 +46,20 @@ DECISIONS = (APPROVED, REJECTED, CHANGES_REQUESTED)
 
 def park(session: Session, run: RunRow, spec: ApprovalStep) -> Outcome:
     """Record a pending approval for ``spec`` (once) and put the run in ``waiting_for_approval``."""
-    from pipeline.executor import Outcome
-
     existing = queries.approval_for_step(session, run.id, spec.name)  # type: ignore[arg-type]
     if existing is None:
-        now = utcnow()
-        approval = ApprovalRow(
-            id=queries.new_id("apr"),
-            run_id=run.id,
+        expires_at = utcnow() + spec.expires_in if spec.expires_in else None
+        transitions.request_approval(
+            session,
+            run,
             step=spec.name,
             role=spec.role,
-            reason=spec.reason,
+            reason=spec.reason,  # type: ignore[arg-type]
             assignee=spec.assignee,
-            status=PENDING,
-            created_at=now,
-            expires_at=now + spec.expires_in if spec.expires_in else None,
+            expires_at=expires_at,
         )
-        session.add(approval)
-        queries.add_event(
-            session,
-            run.id,
-            "approval.requested",
-            spec.name,
-            approval_id=approval.id,
-            role=spec.role,
-            reason=spec.reason,
-            assignee=spec.assignee,
-            expires_at=approval.expires_at.isoformat() if approval.expires_at else None,
-        )
-    run.status = WAITING
-    if run.started_at is None:
-        run.started_at = utcnow()
-    queries.add_event(session, run.id, "run.waiting_for_approval", spec.name)
+    else:
+        transitions.wait_for_approval(session, run, spec.name)  # type: ignore[arg-type]
     return Outcome.PARK
 
 
@@ -127,10 +110,8 @@ def record_decision(
     the resume of the run; a no-op when the decision ended the run. ``failure`` adds to (or overrides) the
     fields of ``run.error`` when the decision fails the run, e.g. ``{"reason": "approval_expired"}``.
     """
-    approval.status, approval.decided_by, approval.decided_at = decision, by, utcnow()
-    approval.comment, approval.decision_payload = comment, payload
     if approval.kind == "tool_call":
-        step, n, call_id = _decide_tool_call(s, run, approval, decision, by, comment)
+        step, n, call_id = _decide_tool_call(s, run, approval, decision, by, comment, payload)
         return partial(_send_tool_call, runtime, run.id, step, n, call_id)
     resume_seq = _decide_step(runtime, s, run, approval, decision, by, comment, payload, failure)
     if resume_seq is None:
@@ -178,9 +159,7 @@ def _decide_step(
     failure: Mapping[str, Any] | None,
 ) -> int | None:
     """An approval_step's decision: ledger row and state entry; returns the seq to resume with, if any."""
-    from pipeline.executor import workflow_of
-
-    spec = workflow_of(runtime, run.workflow)._steps[approval.step]
+    spec = workflow_of(runtime, run.workflow).step_named(approval.step)
     record = {
         "decision": decision,
         "decided_by": by,
@@ -188,16 +167,12 @@ def _decide_step(
         "payload": payload,
         "approval_id": approval.id,
     }
-    delta = {"set": {approval.step: record}, "unset": []}
-    queries.add_effect(s, run.id, approval.step, "approval", delta, None)
-    run.state = bodies.apply(run.state, delta)
-    queries.add_event(
-        s, run.id, f"approval.{decision}", approval.step, approval_id=approval.id, decided_by=by, comment=comment
-    )
+    transitions.decide_approval(s, run, approval, decision, by=by, comment=comment, payload=payload)
+    transitions.record(s, run, approval.step, "approval", {"set": {approval.step: record}, "unset": []})
+    run.state = transitions.apply(run.state, {"set": {approval.step: record}, "unset": []})
     outcome = getattr(spec, "on_reject" if decision == REJECTED else "on_changes_requested", "continue")
     if decision == APPROVED or outcome == "continue":
-        run.status = RUNNING
-        queries.add_event(s, run.id, "run.resumed", approval.step, decision=decision)
+        transitions.resume(s, run, approval.step, decision=decision)
         return run.dispatch_seq
     error = {
         "reason": decision,
@@ -205,7 +180,7 @@ def _decide_step(
         "comment": comment,
         "step": approval.step,
     }
-    queries.fail_run(s, run, {**error, **(failure or {})}, step=approval.step)
+    transitions.fail(s, run, {**error, **(failure or {})}, step=approval.step)
     return None
 
 
@@ -213,23 +188,15 @@ _TOOL_OP = re.compile(r"^(?P<step>[^/]+)/turn-(?P<n>\d+)/tool-(?P<call>.+)$")
 
 
 def _decide_tool_call(
-    s: Session, run: RunRow, approval: ApprovalRow, decision: str, by: str, comment: str | None
+    s: Session, run: RunRow, approval: ApprovalRow, decision: str, by: str, comment: str | None, payload: Any
 ) -> tuple[str, int, str]:
     match = _TOOL_OP.match(approval.step)
     if match is None:
         raise ApprovalError(f"approval {approval.id} names no tool call ({approval.step!r})")
-    queries.add_event(
-        s,
-        run.id,
-        f"approval.{decision}",
-        approval.step,
-        approval_id=approval.id,
-        decided_by=by,
-        comment=comment,
-        args_hash=approval.args_hash,
+    transitions.decide_approval(
+        s, run, approval, decision, by=by, comment=comment, payload=payload, args_hash=approval.args_hash
     )
     others = [a for a in queries.approvals(s, run.id) if a.status == PENDING and a.id != approval.id]
     if not others:
-        run.status = RUNNING
-        queries.add_event(s, run.id, "run.resumed", approval.step, decision=decision)
+        transitions.resume(s, run, approval.step, decision=decision)
     return match["step"], int(match["n"]), match["call"]

@@ -1,0 +1,1 @@
+"""The DSL as data: steps, workflows, tools, agents, operations, schemas and the registries."""

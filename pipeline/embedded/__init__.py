@@ -1,0 +1,1 @@
+"""The serverless default: the filesystem broker and the in-process worker."""

@@ -1,0 +1,1 @@
+"""How runs move: compiling, dispatching and executing steps, approvals, leases, recovery."""

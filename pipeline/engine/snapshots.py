@@ -1,0 +1,99 @@
+"""Read-only snapshots of a run's parts (events, approvals, ledger entries, token usage) and ``RunView``, what a
+``@step`` method sees as ``self.run``. Plain data: no session, no behaviour beyond derived properties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pipeline.store.tables import ApprovalRow
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    step: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: str
+    step: str
+    role: str
+    reason: str
+    assignee: str | None
+    status: str
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str | None
+    decision_payload: Any
+    expires_at: datetime | None
+    created_at: datetime
+
+    @property
+    def decision(self) -> str | None:
+        return None if self.status == "pending" else self.status
+
+    @classmethod
+    def from_row(cls, row: ApprovalRow) -> Approval:
+        return cls(
+            id=row.id,
+            step=row.step,
+            role=row.role,
+            reason=row.reason,
+            assignee=row.assignee,
+            status=row.status,
+            decided_by=row.decided_by,
+            decided_at=row.decided_at,
+            comment=row.comment,
+            decision_payload=row.decision_payload,
+            expires_at=row.expires_at,
+            created_at=row.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class Effect:
+    op_key: str
+    kind: str
+    result: Any
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+
+class RunView:
+    """What a ``@step`` method sees as ``self.run``: the run's data with a writable ``state``."""
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        workflow: str,
+        input: Any,
+        context: Any,
+        subject: Any,
+        state: dict[str, Any],
+        approvals: list[Approval],
+    ) -> None:
+        self.id = id
+        self.workflow = workflow
+        self.input = input
+        self.context = context if context is not None else {}
+        self.subject = subject
+        self.state = state
+        self.approvals = approvals

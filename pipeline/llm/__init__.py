@@ -1,0 +1,1 @@
+"""The agent loop and what only it needs: guarded tool calls, budgets, pricing, policy."""
