@@ -10,9 +10,8 @@ from celery import current_task
 from pipeline import runtime
 from pipeline.definitions import registry, schemas
 from pipeline.definitions.workflow import Workflow
-from pipeline.engine import admission
-from pipeline.engine.compiler import RESUME_TASK
-from pipeline.errors import DefinitionError, RunError, WaitInsideTaskError, WaitTimeout
+from pipeline.engine import admission, dispatch
+from pipeline.errors import DefinitionError, RunError, RunIdInUse, WaitInsideTaskError, WaitTimeout
 from pipeline.runs import Run
 from pipeline.store import queries
 from pipeline.store.tables import FAILED, QUEUED, TERMINAL, WAITING, RunRow, utcnow
@@ -57,29 +56,32 @@ def create(
         _record_rejected_launch(rt, run_id, cls.name, exc)
         return run_id
     with rt.db.transaction() as s:
-        if s.get(RunRow, run_id) is not None:
-            # The same launch delivered again: the run exists. Re-sending resume is safe (its seq check
-            # ignores it once the run was dispatched) and covers a crash between insert and send.
-            rt.send(RESUME_TASK, run_id, 0)
+        existing = s.get(RunRow, run_id)
+        if existing is not None:
+            if existing.workflow != cls.name:
+                raise RunIdInUse(f"run id {run_id!r} belongs to a {existing.workflow} run, not {cls.name}")
+            # The same launch delivered again: the run exists and was dispatched when it was inserted (a
+            # dispatch lost to a crash right after that commit is picked up by the sweeper as a stalled run).
             return run_id
-        s.add(
-            RunRow(
-                id=run_id,
-                workflow=cls.name,
-                status=QUEUED,
-                input=data,
-                context=context,
-                subject=subject,
-                user_id=admission.user_of(context),
-                subject_key=admission.subject_key(subject),
-                state={},
-                dispatch_seq=0,
-                created_at=utcnow(),
-            )
+        row = RunRow(
+            id=run_id,
+            workflow=cls.name,
+            status=QUEUED,
+            input=data,
+            context=context,
+            subject=subject,
+            user_id=admission.user_of(context),
+            subject_key=admission.subject_key(subject),
+            state={},
+            dispatch_seq=0,
+            created_at=utcnow(),
         )
+        s.add(row)
         s.flush()  # the run row first: events reference it
         queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)
-    rt.send(RESUME_TASK, run_id, 0)
+        # Admission and the first segment are decided here, in the insert's transaction: no resume hop.
+        send = dispatch.plan_next(s, rt, row, cls)
+    send()
     return run_id
 
 
@@ -133,37 +135,43 @@ def run(
 
 def get_run(run_id: str) -> Run:
     rt = runtime.current()
-    with rt.db.transaction() as s:
-        return Run(rt, queries.get_run(s, run_id))
+    return rt.db.reading(lambda s: Run(rt, queries.get_run(s, run_id)))
 
 
 def list_runs(*, status: str | list[str] | None = None, workflow: str | None = None, limit: int = 50) -> list[Run]:
     rt = runtime.current()
     statuses = [status] if isinstance(status, str) else status
-    with rt.db.transaction() as s:
-        return [Run(rt, row) for row in queries.list_runs(s, statuses=statuses, workflow=workflow, limit=limit)]
+    return rt.db.reading(
+        lambda s: [Run(rt, row) for row in queries.list_runs(s, statuses=statuses, workflow=workflow, limit=limit)]
+    )
 
 
-def wait(run: Run | str, *, timeout: float | None = None, poll: float = 0.02, max_poll: float = 0.25) -> Run:
+def wait(run: Run | str, *, timeout: float | None = None) -> Run:
     """Block until the run rests (final or waiting for approval); ``WaitTimeout`` after ``timeout`` seconds.
 
-    Polls SQL with a growing interval. Calling it inside a worker task is an error: the task would hold the
-    worker the run needs.
+    Woken by the transition that puts the run to rest (Postgres ``LISTEN``/``NOTIFY``, or a signal inside this
+    process), with a look at SQL every so often in case a notification cannot reach us (a SQLite worker in
+    another process). Calling it inside a worker task is an error: the task would hold the worker the run needs.
     """
     _refuse_inside_task("pipeline.wait")
     run_id = run if isinstance(run, str) else run.id
     rt = runtime.current()
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        with rt.db.transaction() as s:
-            row = queries.get_run(s, run_id)
-            if row.status in RESTING:
-                return Run(rt, row)
-            status = row.status
-        if deadline is not None and time.monotonic() >= deadline:
-            raise WaitTimeout(f"run {run_id} is still {status} after {timeout}s")
-        time.sleep(poll)
-        poll = min(poll * 1.5, max_poll)
+    signals = rt.db.signals
+    with signals.watching(run_id) as changed:
+        poll = 0.02
+        while True:
+            status = rt.db.reading(lambda s: queries.run_status(s.connection(), run_id))
+            if status in RESTING:
+                return get_run(run_id)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeout(f"run {run_id} is still {status} after {timeout}s")
+            # With notifications from every process, SQL is only a safety net; without, poll with backoff.
+            pause = 2.0 if signals.live else poll
+            changed.wait(pause if remaining is None else min(pause, remaining))
+            changed.clear()
+            poll = min(poll * 1.5, 0.25)
 
 
 def _refuse_inside_task(what: str) -> None:

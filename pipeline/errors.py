@@ -171,6 +171,12 @@ class RunNotFound(RunError):
     reason = "run_not_found"
 
 
+class RunIdInUse(RunError):
+    """A run id given to ``enqueue``/``rubot.launch`` already names a run of another workflow."""
+
+    reason = "run_id_in_use"
+
+
 class InvalidRunState(RunError):
     """The requested transition is not possible from the run's current status."""
 

@@ -79,17 +79,17 @@ class Run:
     @property
     def events(self) -> list[Event]:
         if self._events is None:
-            with self._runtime.db.transaction() as s:
-                self._events = [
-                    Event(e.id, e.type, e.step, e.data or {}, e.created_at) for e in queries.events(s, self.id)
-                ]
+            self._events = self._runtime.db.reading(
+                lambda s: [Event(e.id, e.type, e.step, e.data or {}, e.created_at) for e in queries.events(s, self.id)]
+            )
         return self._events
 
     @property
     def approvals(self) -> list[Approval]:
         if self._approvals is None:
-            with self._runtime.db.transaction() as s:
-                self._approvals = [Approval.from_row(a) for a in queries.approvals(s, self.id)]
+            self._approvals = self._runtime.db.reading(
+                lambda s: [Approval.from_row(a) for a in queries.approvals(s, self.id)]
+            )
         return self._approvals
 
     @property
@@ -99,15 +99,15 @@ class Run:
     @property
     def effects(self) -> list[Effect]:
         if self._effects is None:
-            with self._runtime.db.transaction() as s:
-                self._effects = [Effect(e.op_key, e.kind, e.result, e.created_at) for e in queries.effects(s, self.id)]
+            self._effects = self._runtime.db.reading(
+                lambda s: [Effect(e.op_key, e.kind, e.result, e.created_at) for e in queries.effects(s, self.id)]
+            )
         return self._effects
 
     # --- actions -------------------------------------------------------------------------------------------
 
     def refresh(self) -> Run:
-        with self._runtime.db.transaction() as s:
-            self._load(queries.get_run(s, self.id))
+        self._load(self._runtime.db.reading(lambda s: queries.get_run(s, self.id)))
         return self
 
     def approve(

@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery
 
+from pipeline.engine.admission import AdmissionHooks
 from pipeline.engine.hooks import HOOKS_KEY, HookChain, Hooks
 from pipeline.errors import ConfigurationError
 from pipeline.models.base import ModelProvider
@@ -36,7 +37,8 @@ class Runtime:
         self.app = app
         self.db = Database(settings.database_url)
         self.model: ModelProvider = model or _model_provider(settings)
-        self.hooks = HookChain(hooks)
+        # Admission is the first hook: a run leaving "running" frees a slot for a waiting one.
+        self.hooks = HookChain([AdmissionHooks(self), *hooks])
         # Every transaction can reach the hooks, so a state change queues its hook to run after the commit.
         self.db.session_info[HOOKS_KEY] = self.hooks
         app.rubot_runtime = self  # type: ignore[attr-defined]

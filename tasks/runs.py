@@ -9,7 +9,7 @@ from celery import Celery
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline import api
-from pipeline.engine import admission, compiler, dispatch, executor
+from pipeline.engine import compiler, dispatch, executor
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import ModelError, ModelUnavailable
 from pipeline.llm import agent_loop, tool_calls
@@ -30,7 +30,8 @@ def register(app: Celery, runtime: Runtime) -> None:
 
     @app.task(name=compiler.STEP_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
     def step(self: Any, run_id: str, step_name: str) -> str:
-        outcome = executor.execute_step(runtime, run_id, step_name, task_id=self.request.id)
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        outcome = executor.execute_step(runtime, run_id, step_name, task_id=self.request.id, redelivered=redelivered)
         if outcome is Outcome.HOLD:
             if self.request.chord:
                 # A chord counts this member as done when it returns: look again until the holder recorded the
@@ -38,8 +39,7 @@ def register(app: Celery, runtime: Runtime) -> None:
                 raise self.retry(countdown=max(0.5, runtime.settings.lease_seconds / 3), max_retries=None)
             outcome = Outcome.HALT  # in a chain, the holder (or the sweeper, if it died) carries the run on
         if outcome is not Outcome.CONTINUE:
-            self.request.chain = None  # the run is parked, failed or cancelled: send nothing after this step
-            admission.admit_next(runtime)  # a parked or finished run frees its slot
+            self.request.chain = None  # the run is parked, failed, cancelled or complete: send nothing after this
         # Chord members return their own id so the join can forget their result keys.
         return self.request.id
 

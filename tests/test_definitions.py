@@ -187,9 +187,14 @@ def test_the_compiler_ends_a_segment_at_the_approval_and_turns_parallel_groups_i
     assert names == ["prepare", "manager"]
     assert [t.task for t in canvas.tasks] == ["rubot.step", "rubot.step"]
 
+    # The last step completes the run itself: no finishing task follows it
     canvas, names = segment(stack_free_app, ApprovalWorkflow, "run_x", {"prepare", "manager"}, queue="q")
     assert names == ["after"]
-    assert [t.task for t in canvas.tasks] == ["rubot.step", "rubot.finish"]
+    assert canvas.task == "rubot.step" and canvas.args == ("run_x", "after")
+
+    # Nothing left to run: no canvas at all
+    canvas, names = segment(stack_free_app, ApprovalWorkflow, "run_x", {"prepare", "manager", "after"}, queue="q")
+    assert (canvas, names) == (None, [])
 
     canvas, names = segment(stack_free_app, ParallelWorkflow, "run_x", {"start"}, queue="q")
     assert names == ["left", "right", "combine"]
@@ -198,7 +203,7 @@ def test_the_compiler_ends_a_segment_at_the_approval_and_turns_parallel_groups_i
     assert [t.task for t in chord_part.tasks] == ["rubot.step", "rubot.step"]
     assert all(t.options.get("ignore_result") is False for t in chord_part.tasks)
     # Celery folds the rest of the chain into the chord body: join first, then the remaining steps.
-    assert [t.task for t in chord_part.body.tasks] == ["rubot.join", "rubot.step", "rubot.finish"]
+    assert [t.task for t in chord_part.body.tasks] == ["rubot.join", "rubot.step"]
     # Messages carry ids only.
     assert chord_part.tasks[0].args == ("run_x", "left")
 

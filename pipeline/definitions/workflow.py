@@ -254,6 +254,12 @@ class Workflow(metaclass=WorkflowMeta):
         return cls._steps.get(name)
 
     @classmethod
+    def in_last_unit(cls, name: str) -> bool:
+        """Whether step ``name`` is the plan's last step or a member of its last parallel group."""
+        last = cls._plan[-1]
+        return name in ({s.name for s in last.steps} if isinstance(last, ParallelGroup) else {last.name})
+
+    @classmethod
     def step_names(cls) -> list[str]:
         return list(cls._steps)
 

@@ -8,11 +8,16 @@ copy rather than a rename when that is another filesystem, so two worker process
 Here a message is written under a temporary name and renamed into the queue folder when complete, and a
 consumer claims a message by renaming it into a ``claimed`` folder next to the queue: both renames are atomic
 on one filesystem, so every message is read complete and by exactly one consumer.
+
+A consumer with nothing to read does not sleep out a whole polling interval: a producer in the same process
+(the in-process worker of ``rubot demo`` and the tests sends its next step from a worker thread) wakes it the
+moment a message lands. Messages from other processes are still picked up within the polling interval.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from pathlib import Path
 from queue import Empty
@@ -36,6 +41,10 @@ class Channel(filesystem.Channel):
             os.replace(partial, folder / name)
         except OSError as exc:
             raise ChannelError(f"cannot add message {name!r} to {folder}") from exc
+        global _puts
+        with _arrived:
+            _puts += 1
+            _arrived.notify_all()
 
     def _get(self, queue: str) -> Any:
         folder = Path(self.data_folder_in)
@@ -59,5 +68,27 @@ class Channel(filesystem.Channel):
         raise Empty()
 
 
+# Set when a message is put by this process; consumers here wait on it instead of sleeping blindly.
+_arrived = threading.Condition()
+_puts = 0  # counts local puts, so a put between a failed look and the wait is never slept through
+
+
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        """Deliver one message; with none waiting, wait for a local put (or the polling interval) and look again."""
+        started = monotonic()
+        while True:
+            seen = _puts
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                if timeout is not None and monotonic() - started >= timeout:
+                    raise TimeoutError() from None
+                pause = self.polling_interval or 0.05
+                if timeout is not None:
+                    pause = min(pause, max(0.0, timeout - (monotonic() - started)))
+                with _arrived:
+                    _arrived.wait_for(lambda seen=seen: _puts != seen, pause)

@@ -10,11 +10,13 @@ serialized (a Postgres advisory lock; SQLite's write lock), so two workers canno
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from pipeline.engine.hooks import Hooks, RunInfo
 from pipeline.store import queries
 from pipeline.store.tables import QUEUED, RUNNING, WAITING, RunRow
 
@@ -51,7 +53,8 @@ def refusal(session: Session, runtime: Runtime, run: RunRow, workflow: type) -> 
         return f"{settings.max_running} runs are running"
     if getattr(workflow, "max_running", None) and _running(session, RunRow.workflow == run.workflow) >= limit:
         return f"{limit} {run.workflow} runs are running"
-    per_user = getattr(workflow, "max_running_per_user", None) or settings.max_running_per_user
+    # A workflow's own caps only ever tighten the deployment's.
+    per_user = min(settings.max_running_per_user, getattr(workflow, "max_running_per_user", None) or math.inf)
     if run.user_id is not None and _running(session, RunRow.user_id == run.user_id) >= per_user:
         return f"user {run.user_id} has {per_user} runs running"
     if getattr(workflow, "one_active_per_subject", False) and run.subject_key is not None:
@@ -70,26 +73,48 @@ def refusal(session: Session, runtime: Runtime, run: RunRow, workflow: type) -> 
 
 
 def admit_next(runtime: Runtime, *, limit: int = 50) -> int:
-    """Ask queued runs that never started to try again (oldest first); returns how many were nudged."""
+    """Ask queued runs that never started to try again (oldest first); returns how many were nudged.
+
+    Costs one indexed read when nobody waits (the common case), so it can follow every run that frees a slot.
+    """
     from pipeline.engine.compiler import RESUME_TASK
 
-    with runtime.db.transaction() as s:
-        free = runtime.settings.max_running - _running(s)
-        if free <= 0:
-            return 0
+    with runtime.db.read() as conn:
         waiting = (
-            s.execute(
+            conn.execute(
                 select(RunRow.id)
                 .where(RunRow.status == QUEUED, RunRow.dispatch_seq == 0)
                 .order_by(RunRow.created_at)
-                .limit(min(limit, free * 4))
+                .limit(limit)
             )
             .scalars()
             .all()
         )
-    for run_id in waiting:
+        if not waiting:
+            return 0
+        free = (
+            runtime.settings.max_running
+            - conn.execute(select(func.count()).select_from(RunRow).where(RunRow.status == RUNNING)).scalar_one()
+        )
+    # A few more than the free slots: some of the oldest may still be refused by a per-user or workflow cap.
+    nudged = waiting[: max(0, min(limit, free * 2))]
+    for run_id in nudged:
         runtime.send(RESUME_TASK, run_id, 0)
-    return len(waiting)
+    return len(nudged)
+
+
+class AdmissionHooks(Hooks):
+    """A run that leaves ``running`` frees a slot, and one that ends frees its subject: let a waiting run have it
+    (after the commit)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def _freed(self, info: RunInfo) -> None:
+        if info.previous in (RUNNING, WAITING):
+            admit_next(self.runtime)
+
+    run_completed = run_failed = run_cancelled = run_waiting = run_set_aside = _freed
 
 
 def note_waiting(session: Session, run: RunRow, reason: str) -> None:

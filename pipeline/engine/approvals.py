@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from pipeline.definitions import schemas
 from pipeline.definitions.dsl import ApprovalStep
 from pipeline.definitions.registry import workflow_of
-from pipeline.engine import transitions
-from pipeline.engine.compiler import RESUME_TASK, TOOL_TASK, TURN_TASK
+from pipeline.engine import dispatch, transitions
+from pipeline.engine.compiler import TOOL_TASK, TURN_TASK
 from pipeline.engine.snapshots import Approval
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import ApprovalAlreadyDecided, ApprovalError, NoPendingApproval
@@ -113,10 +113,7 @@ def record_decision(
     if approval.kind == "tool_call":
         step, n, call_id = _decide_tool_call(s, run, approval, decision, by, comment, payload)
         return partial(_send_tool_call, runtime, run.id, step, n, call_id)
-    resume_seq = _decide_step(runtime, s, run, approval, decision, by, comment, payload, failure)
-    if resume_seq is None:
-        return _nothing
-    return partial(runtime.send, RESUME_TASK, run.id, resume_seq)
+    return _decide_step(runtime, s, run, approval, decision, by, comment, payload, failure)
 
 
 def _send_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str) -> None:
@@ -157,8 +154,9 @@ def _decide_step(
     comment: str | None,
     payload: Any,
     failure: Mapping[str, Any] | None,
-) -> int | None:
-    """An approval_step's decision: ledger row and state entry; returns the seq to resume with, if any."""
+) -> Callable[[], None]:
+    """An approval_step's decision: ledger row and state entry, and the next segment decided in the same
+    transaction (no ``rubot.resume`` hop); returns what to send once it commits."""
     spec = workflow_of(runtime, run.workflow).step_named(approval.step)
     record = {
         "decision": decision,
@@ -173,7 +171,7 @@ def _decide_step(
     outcome = getattr(spec, "on_reject" if decision == REJECTED else "on_changes_requested", "continue")
     if decision == APPROVED or outcome == "continue":
         transitions.resume(s, run, approval.step, decision=decision)
-        return run.dispatch_seq
+        return dispatch.plan_next(s, runtime, run, workflow_of(runtime, run.workflow))
     error = {
         "reason": decision,
         "message": f"{approval.step} was {decision} by {by}",
@@ -181,7 +179,7 @@ def _decide_step(
         "step": approval.step,
     }
     transitions.fail(s, run, {**error, **(failure or {})}, step=approval.step)
-    return None
+    return _nothing
 
 
 _TOOL_OP = re.compile(r"^(?P<step>[^/]+)/turn-(?P<n>\d+)/tool-(?P<call>.+)$")

@@ -3,7 +3,7 @@
 A run is dispatched in *segments*: the steps not yet in the effects ledger, in plan order, up to and
 including the next step that ends a segment (an approval, or an agent step whose turns are tasks of their
 own). Each step is an immutable ``rubot.step(run_id, name)`` signature; a parallel group becomes a chord
-whose body is ``rubot.join``; a segment that reaches the end of the plan ends with ``rubot.finish``. Because
+whose body is ``rubot.join``; the step (or join) that records the plan's last unit completes the run. Because
 a segment is compiled from SQL every time, resuming after an approval, an agent step (or, later, a crash)
 is the same operation as starting, and messages carry ids only.
 """
@@ -25,8 +25,14 @@ TURN_TASK = "rubot.agent_turn"
 TOOL_TASK = "rubot.agent_tool"  # chord body of an agent turn's parallel tool calls
 
 
-def segment(app: Celery, workflow: type, run_id: str, done: set[str], *, queue: str) -> tuple[Signature, list[str]]:
-    """The canvas of the next segment of ``run_id`` and the names of the steps it will run."""
+def segment(
+    app: Celery, workflow: type, run_id: str, done: set[str], *, queue: str
+) -> tuple[Signature | None, list[str]]:
+    """The canvas of the next segment of ``run_id`` and the names of the steps it will run.
+
+    ``None`` when every step is recorded. The last step of the plan completes the run itself (in the transaction
+    that records it), so no segment ends with a separate finishing task.
+    """
     links: list[Signature] = []
     names: list[str] = []
 
@@ -52,8 +58,7 @@ def segment(app: Celery, workflow: type, run_id: str, done: set[str], *, queue: 
         links.append(step_sig(unit))
         if unit.ends_segment:
             return _chain(links), names
-    links.append(app.signature(FINISH_TASK, args=(run_id,), immutable=True, queue=queue))
-    return _chain(links), names
+    return (_chain(links) if links else None), names
 
 
 def _chain(links: list[Signature]) -> Signature:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.definitions import schemas
 from pipeline.definitions.registry import workflow_of
-from pipeline.engine import admission, dispatch, recovery, transitions
+from pipeline.engine import dispatch, recovery, transitions
 from pipeline.errors import InvalidRunState
 from pipeline.store import queries
 from pipeline.store.tables import (
@@ -26,7 +26,6 @@ def cancel(runtime: Runtime, run_id: str, *, by: str | None = None, reason: str 
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         transitions.cancel(s, run, by=by, reason=reason)
-    admission.admit_next(runtime)
 
 
 def reconcile(

@@ -1,68 +1,100 @@
-"""Starting, resuming and finishing runs: the tasks around the steps.
+"""Dispatching runs: compiling the next segment from SQL and sending it; joining parallel groups; finishing.
 
-``resume`` is how every segment of a run gets onto the broker: at the start, after an approval and (later)
-after recovery. It compiles the remaining plan from the ledger, so it needs nothing but the run id. The
-``dispatch_seq`` compare-and-set makes a duplicated resume message a no-op instead of a second copy of
-every remaining step.
+Every segment of a run reaches the broker through :func:`plan_next`, called with the run row locked by whoever
+moves the run on: the caller that enqueues it, the decision that resumes it, the agent step that finished, the
+sweeper that recovers it, or the ``rubot.resume`` task. It compiles the rest of the plan from the ledger, so it
+needs nothing but the run id, and bumps ``dispatch_seq``: a duplicated ``rubot.resume`` message carries the seq
+it expected and becomes a no-op instead of a second copy of every remaining step. When nothing is left to run,
+the run completes right there, and the last step of a plan completes its run in the transaction that records it
+(:func:`finish_if_complete`), so finishing costs no task of its own.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import Session
+
+from pipeline.definitions.dsl import ParallelGroup
 from pipeline.definitions.registry import workflow_of
 from pipeline.engine import admission, compiler, transitions
 from pipeline.store import queries
-from pipeline.store.tables import QUEUED, RUNNING
+from pipeline.store.tables import QUEUED, RUNNING, RunRow
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
 
 log = logging.getLogger("rubot.dispatch")
 
+Send = Callable[[], None]
 
-def resume(runtime: Runtime, run_id: str, expected_seq: int | None = None) -> list[str]:
-    """Dispatch the next segment of ``run_id``; returns the step names sent (empty if nothing to do)."""
+
+def _nothing() -> None:
+    return None
+
+
+def plan_next(s: Session, runtime: Runtime, run: RunRow, workflow: Any) -> Send:
+    """Decide the next segment of ``run`` (locked, queued or running) in the caller's transaction.
+
+    Returns what to do once that transaction commits: send the segment (a worker that picks its first step up
+    must see the run as it was committed), or nothing (the run waits for a slot, or just completed).
+    """
+    if run.status == QUEUED:
+        reason = admission.refusal(s, runtime, run, workflow)
+        if reason is not None:
+            admission.note_waiting(s, run, reason)
+            return _nothing  # stays queued; admit_next asks again when a slot frees
+    canvas, names = compiler.segment(
+        runtime.app, workflow, run.id, queries.completed_ops(s, run.id), queue=runtime.settings.queue
+    )
+    if run.status == QUEUED:
+        transitions.start(s, run)
+    if canvas is None:  # every step is recorded (the plan ended with an approval or an agent step)
+        finish_if_complete(s, runtime, run, workflow)
+        return _nothing
+    run.dispatch_seq += 1
+    queries.add_event(s, run.id, "run.dispatched", steps=names, seq=run.dispatch_seq)
+    return canvas.apply_async
+
+
+def resume(runtime: Runtime, run_id: str, expected_seq: int | None = None) -> bool:
+    """Dispatch the next segment of ``run_id`` unless ``expected_seq`` is stale; True when something was decided."""
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         if run.status not in (QUEUED, RUNNING):
-            return []
+            return False
         if expected_seq is not None and run.dispatch_seq != expected_seq:
             log.info("run %s: stale resume (seq %s, now %s) ignored", run_id, expected_seq, run.dispatch_seq)
-            return []
-        workflow = workflow_of(runtime, run.workflow)
-        if run.status == QUEUED:
-            reason = admission.refusal(s, runtime, run, workflow)
-            if reason is not None:
-                admission.note_waiting(s, run, reason)
-                return []  # stays queued; admit_next asks again when a slot frees
-        canvas, names = compiler.segment(
-            runtime.app, workflow, run_id, queries.completed_ops(s, run_id), queue=runtime.settings.queue
-        )
-        run.dispatch_seq += 1
-        if run.status == QUEUED:
-            transitions.start(s, run)
-        queries.add_event(s, run_id, "run.dispatched", steps=names, seq=run.dispatch_seq)
-    # Sent after the commit: a worker that picks the first step up must see the run as running.
-    canvas.apply_async()
-    return names
+            return False
+        send = plan_next(s, runtime, run, workflow_of(runtime, run.workflow))
+    send()
+    return True
+
+
+def finish_if_complete(s: Session, runtime: Runtime, run: RunRow, workflow: Any) -> bool:
+    """Complete ``run`` (locked, running) if every step is recorded; ``run.output`` is the output step's entry.
+
+    A plan whose last unit was recorded while an earlier step is missing from the ledger cannot complete: the
+    run fails with reason ``incomplete`` rather than pretend.
+    """
+    if run.status != RUNNING:
+        return False
+    done = queries.completed_ops(s, run.id)
+    missing = [n for n in workflow.step_names() if n not in done]
+    if missing:
+        transitions.fail(s, run, {"reason": "incomplete", "message": f"steps never recorded: {missing}"})
+        return False
+    transitions.complete(s, run, (run.state or {}).get(workflow.output_step()))
+    return True
 
 
 def finish(runtime: Runtime, run_id: str) -> bool:
-    """Complete the run if every step is recorded; ``run.output`` is the output step's state entry."""
+    """The ``rubot.finish`` task of earlier releases (segments no longer end with it): complete if all recorded."""
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
-        if run.status != RUNNING:
-            return False
-        workflow = workflow_of(runtime, run.workflow)
-        missing = [n for n in workflow.step_names() if n not in queries.completed_ops(s, run_id)]
-        if missing:
-            transitions.fail(s, run, {"reason": "incomplete", "message": f"steps never recorded: {missing}"})
-            return False
-        transitions.complete(s, run, (run.state or {}).get(workflow.output_step()))
-    admission.admit_next(runtime)
-    return True
+        return finish_if_complete(s, runtime, run, workflow_of(runtime, run.workflow))
 
 
 def forget_results(runtime: Runtime, results: list[Any]) -> None:
@@ -73,11 +105,26 @@ def forget_results(runtime: Runtime, results: list[Any]) -> None:
 
 
 def join(runtime: Runtime, results: list[Any], run_id: str, group_name: str) -> bool:
-    """Body of a parallel group's chord: drop the members' result keys; say whether the run goes on."""
+    """Body of a parallel group's chord: say whether the chain after the group may go on.
+
+    Every member must be in the ledger: a group never joins without a member's result. (A member whose step
+    another delivery holds retries instead of returning, so this only trips on a lost member; the sweeper then
+    re-dispatches the run from its ledger.)
+    """
     forget_results(runtime, results)
     with runtime.db.transaction() as s:
-        run = queries.get_run(s, run_id)
+        run = queries.lock_run(s, run_id)
         if run.status != RUNNING:
             return False
+        workflow = workflow_of(runtime, run.workflow)
+        group = next(u for u in workflow.plan() if isinstance(u, ParallelGroup) and u.name == group_name)
+        done = queries.completed_ops(s, run_id)
+        missing = [m.name for m in group.steps if m.name not in done]
+        if missing:
+            queries.add_event(s, run_id, "parallel.join_refused", group_name, missing=missing)
+            return False
         queries.add_event(s, run_id, "parallel.joined", group_name)
+        if workflow.plan()[-1] is group:
+            finish_if_complete(s, runtime, run, workflow)
+            return False
     return True

@@ -2,15 +2,21 @@
 
 ``execute_step`` is what the ``rubot.step`` task does. In order:
 
-1. In one transaction: stop if the run is no longer running (cancelled, failed, parked); return the
-   recorded result if the ledger already has this step (a redelivered or re-sent message); otherwise claim
-   the step (a ledger row with a lease, see :mod:`pipeline.engine.leases`) and mark it started. A claim that
-   another delivery still holds is reported as ``HOLD``, never as done: inside a parallel group that would
-   let the group join without this step's result.
-2. Run the body outside any transaction (tools may take long and call the network), renewing the lease.
-3. In one transaction with the run row locked: record the ledger row ``(run_id, step)`` as done and apply
-   the step's state delta (:func:`pipeline.engine.transitions.complete_step`). The unique key makes a
-   concurrent duplicate lose cleanly.
+1. Read the run and this step's ledger row (one query, no lock, no commit). Stop if the run is no longer
+   running (cancelled, failed, parked); do nothing but report success if the step is already recorded (a
+   redelivered or re-sent message); report ``HOLD`` — never success — if another delivery holds the step's
+   lease: inside a parallel group, success would let the group join without this step's result.
+2. A step with side effects (a tool with ``side_effects = True``) is *claimed* first: a ledger row with a
+   lease (:mod:`pipeline.engine.leases`), committed before the effect, so no second delivery can run it.
+   A step without side effects is not claimed up front: the unique ledger key already makes a concurrent
+   duplicate lose when it records. If such a step runs longer than a third of a lease, the process's lease
+   pulse claims it then, so a slow step is never run twice at once and a dead worker's step is taken over.
+3. Run the body outside any transaction (tools may take long and call the network).
+4. One transaction records the ledger row and applies the step's state delta
+   (:func:`pipeline.engine.transitions.record_step`); if the step belongs to the last unit of the plan and
+   every step is recorded, the same transaction completes the run.
+
+So a step without side effects costs one commit, and one with side effects two (claim, record).
 
 Failures of the body are recorded on the run (status ``failed``, ``error`` with the reason and field errors)
 and never re-raised into Celery: a broken step is a run outcome, not an infrastructure error to retry.
@@ -21,17 +27,19 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.definitions import registry
 from pipeline.definitions.dsl import ApprovalStep
-from pipeline.engine import admission, approvals, bodies, leases, recovery, transitions
+from pipeline.engine import approvals, bodies, dispatch, leases, recovery, transitions
+from pipeline.engine.hooks import StepInfo
 from pipeline.engine.leases import Claim
 from pipeline.engine.snapshots import Approval, RunView
 from pipeline.engine.transitions import Outcome
-from pipeline.errors import RubotError, StepFailed
+from pipeline.errors import RubotError, RunNotFound, StepFailed
 from pipeline.store import queries
-from pipeline.store.tables import DONE, QUEUED, RUNNING
+from pipeline.store.tables import DONE, QUEUED, RUNNING, EffectRow, RunRow, utcnow
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
@@ -39,48 +47,65 @@ if TYPE_CHECKING:
 log = logging.getLogger("rubot.executor")
 
 
-def execute_step(runtime: Runtime, run_id: str, step_name: str, *, task_id: str | None = None) -> Outcome:
-    with runtime.db.transaction() as s:
-        run = queries.lock_run(s, run_id)
-        recorded = queries.get_effect(s, run_id, step_name)
-        if recorded is not None and recorded.status == DONE:
+def execute_step(
+    runtime: Runtime, run_id: str, step_name: str, *, task_id: str | None = None, redelivered: bool = False
+) -> Outcome:
+    """Run one step for the ``rubot.step`` task. ``redelivered``: the broker says an earlier delivery of this
+    message was not acknowledged (its worker died, or a visibility timeout passed)."""
+    with runtime.db.read() as conn:
+        found = _read(conn, run_id, step_name)
+    if found is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    run, op_status, _ = found
+    if op_status == DONE:  # a redelivered or re-sent message (rare): say so in the trail, run nothing
+        with runtime.db.transaction() as s:
             queries.add_event(s, run_id, "step.duplicate_ignored", step_name, task_id=task_id)
-            return Outcome.CONTINUE if run.status == RUNNING else Outcome.HALT
-        if run.status not in (QUEUED, RUNNING):
-            queries.add_event(s, run_id, "step.skipped", step_name, status=run.status, task_id=task_id)
-            return Outcome.HALT
-        workflow = registry.workflow_of(runtime, run.workflow)
-        spec = workflow.step_named(step_name)
-        if spec is None:
-            message = f"{run.workflow} has no step {step_name!r} (was the workflow changed while the run was active?)"
-            transitions.fail(s, run, {"reason": "unknown_step", "message": message})
-            return Outcome.HALT
-        if isinstance(spec, ApprovalStep):
-            return approvals.park(s, run, spec)
-        starter = bodies.deferred_starter(spec)
-        if starter is None:
-            held = _claim(runtime, s, run, spec, task_id)
-            if held is not None:
-                return held
-        transitions.step_started(s, run, step_name, spec.kind, task_id=task_id)
-        view = RunView(
-            id=run.id,
-            workflow=run.workflow,
-            input=run.input,
-            context=run.context,
-            subject=run.subject,
-            state=dict(run.state or {}),
-            approvals=[Approval.from_row(a) for a in queries.approvals(s, run_id)],
-        )
-        info = transitions.step_info(run, step_name, spec.kind, task_id=task_id)
-
-    runtime.hooks.call("step_started", info)
+        return Outcome.CONTINUE if run.status == RUNNING else Outcome.HALT
+    if run.status not in (QUEUED, RUNNING):
+        return Outcome.HALT
+    workflow = registry.workflow_of(runtime, run.workflow)
+    spec = workflow.step_named(step_name)
+    starter = None if spec is None else bodies.deferred_starter(spec)
+    # A redelivered message whose step holds no claim: its earlier delivery died before the step was even
+    # claimed lazily. That counts as a recovery (so a step that kills its worker every time ends up in the dead
+    # letter state) and the step is claimed before it runs again.
+    recovered = redelivered and op_status is None
+    needs_lock = spec is None or isinstance(spec, ApprovalStep) or starter is not None or op_status is not None
+    needs_lock = needs_lock or recovered
+    claim_first = needs_lock or _has_side_effects(spec)
+    if claim_first:
+        outcome = _prepare_under_lock(runtime, run_id, step_name, spec, starter, task_id, recovered=recovered)
+        if outcome is not None:
+            return outcome
+    started_at = utcnow()
+    view = RunView(
+        id=run.id,
+        workflow=run.workflow,
+        input=run.input,
+        context=run.context,
+        subject=run.subject,
+        state=dict(run.state or {}),
+        approvals=lambda: _approvals(runtime, run_id),
+    )
+    runtime.hooks.call(
+        "step_started",
+        StepInfo(
+            run_id=run_id, workflow=run.workflow, step=step_name, kind=spec.kind, task_id=task_id, user_id=run.user_id
+        ),
+    )
     try:
         if starter is not None:
             # The kind's own tasks (an agent's turns) record the step and continue the run.
             starter(runtime, run_id, spec, bodies.step_input(spec, view), task_id=task_id)  # type: ignore[arg-type]
             return Outcome.PARK
-        with leases.heartbeat(runtime, run_id, step_name):
+        with leases.heartbeat(
+            runtime,
+            run_id,
+            step_name,
+            claimed=claim_first,
+            lazy_kind=None if claim_first else spec.kind,
+            task_id=task_id,
+        ) as beat:
             delta = bodies.run_body(runtime, workflow, spec, view, task_id=task_id)
     except RubotError as exc:
         return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
@@ -90,17 +115,124 @@ def execute_step(runtime: Runtime, run_id: str, step_name: str, *, task_id: str 
         return _fail(
             runtime, run_id, step_name, spec.kind, {**error.as_dict(), "exception": type(exc).__name__}, task_id
         )
+    return _record(
+        runtime,
+        workflow,
+        run_id,
+        step_name,
+        spec.kind,
+        delta,
+        task_id=task_id,
+        claimed=beat.finish(),
+        started_at=started_at,
+    )
 
-    try:
-        with runtime.db.transaction() as s:
-            run = queries.lock_run(s, run_id)
-            row = queries.get_effect(s, run_id, step_name)
-            if row is not None and row.status == DONE:
-                queries.add_event(s, run_id, "step.duplicate_ignored", step_name, task_id=task_id)
-                return Outcome.CONTINUE
-            # row is None: our claim was released or taken over and given up; record all the same
-            transitions.complete_step(s, run, step_name, spec.kind, delta, task_id=task_id, row=row)
+
+def _read(conn: Any, run_id: str, step_name: str) -> tuple[Any, str | None, Any] | None:
+    runs, effects = RunRow.__table__, EffectRow.__table__
+    row = conn.execute(
+        select(
+            runs.c.id,
+            runs.c.workflow,
+            runs.c.status,
+            runs.c.input,
+            runs.c.context,
+            runs.c.subject,
+            runs.c.state,
+            runs.c.user_id,
+            effects.c.status.label("op_status"),
+            effects.c.lease_expires_at,
+        )
+        .select_from(runs.outerjoin(effects, (effects.c.run_id == runs.c.id) & (effects.c.op_key == step_name)))
+        .where(runs.c.id == run_id)
+    ).one_or_none()
+    return None if row is None else (row, row.op_status, row.lease_expires_at)
+
+
+def _has_side_effects(spec: Any) -> bool:
+    tool = getattr(spec, "tool", None)
+    return bool(tool is not None and tool.side_effects)
+
+
+def _approvals(runtime: Runtime, run_id: str) -> list[Approval]:
+    with runtime.db.transaction() as s:
+        return [Approval.from_row(a) for a in queries.approvals(s, run_id)]
+
+
+def _prepare_under_lock(
+    runtime: Runtime, run_id: str, step_name: str, spec: Any, starter: Any, task_id: str | None, *, recovered: bool
+) -> Outcome | None:
+    """The paths that need the run's lock: unknown steps, approvals, deferred kinds, claims. ``None``: go on."""
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        recorded = queries.get_effect(s, run_id, step_name)
+        if recorded is not None and recorded.status == DONE:
+            queries.add_event(s, run_id, "step.duplicate_ignored", step_name, task_id=task_id)
             return Outcome.CONTINUE if run.status == RUNNING else Outcome.HALT
+        if run.status not in (QUEUED, RUNNING):
+            queries.add_event(s, run_id, "step.skipped", step_name, status=run.status, task_id=task_id)
+            return Outcome.HALT
+        if spec is None:
+            message = f"{run.workflow} has no step {step_name!r} (was the workflow changed while the run was active?)"
+            transitions.fail(s, run, {"reason": "unknown_step", "message": message})
+            return Outcome.HALT
+        if isinstance(spec, ApprovalStep):
+            return approvals.park(s, run, spec)
+        if (
+            recovered
+            and recorded is None
+            and starter is None
+            and not recovery.count_recovery(
+                s, run, step_name, "redelivered after its worker died", runtime.settings.max_recoveries
+            )
+        ):
+            return Outcome.HALT
+        if starter is None:
+            held = _claim(runtime, s, run, spec, task_id)
+            if held is not None:
+                return held
+        transitions.step_started(s, run, step_name, spec.kind, task_id=task_id)
+    return None
+
+
+def _record(
+    runtime: Runtime,
+    workflow: Any,
+    run_id: str,
+    step_name: str,
+    kind: str,
+    delta: dict[str, Any],
+    *,
+    task_id: str | None,
+    claimed: bool,
+    started_at: Any,
+) -> Outcome:
+    try:
+        if runtime.db.dialect == "postgresql" and not claimed and not workflow.in_last_unit(step_name):
+            with runtime.db.autocommit() as conn:
+                recorded = transitions.record_step_at_once(
+                    conn, run_id, step_name, kind, delta, task_id=task_id, started_at=started_at
+                )
+            runtime.hooks.call(
+                "step_completed",
+                StepInfo(
+                    run_id=run_id,
+                    workflow=recorded.workflow,
+                    step=step_name,
+                    kind=kind,
+                    task_id=task_id,
+                    user_id=recorded.user_id,
+                ),
+            )
+            return Outcome.CONTINUE if recorded.status == RUNNING else Outcome.HALT
+        with runtime.db.transaction() as s:
+            recorded = transitions.record_step(
+                s, run_id, step_name, kind, delta, task_id=task_id, claimed=claimed, started_at=started_at
+            )
+            if recorded.status == RUNNING and workflow.in_last_unit(step_name):
+                dispatch.finish_if_complete(s, runtime, queries.lock_run(s, run_id), workflow)
+                return Outcome.HALT  # nothing follows the last unit; the run is complete (or failed as incomplete)
+            return Outcome.CONTINUE if recorded.status == RUNNING else Outcome.HALT
     except IntegrityError:
         # A concurrent delivery of the same step committed first; its result stands.
         return Outcome.CONTINUE
@@ -132,5 +264,4 @@ def _fail(runtime: Runtime, run_id: str, step_name: str, kind: str, error: dict,
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         transitions.fail_step(s, run, step_name, kind, error, task_id=task_id)
-    admission.admit_next(runtime)
     return Outcome.HALT

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from pipeline.store.db import on_commit
+from pipeline.store.aftercommit import on_commit
 
 log = logging.getLogger("rubot.hooks")
 

@@ -1,7 +1,7 @@
 """Recovery from dead workers: the beat sweeper, take-overs, the dead letter and reconciliation states.
 
 ``sweep`` (task ``rubot.recover``, run by beat every half lease) finds runs whose claimed work has an expired
-lease (the worker holding it died) or that made no progress for two leases with nothing claimed (a message
+lease (the worker holding it died) or that made no progress for 1.5 leases with nothing claimed (a message
 was lost between a commit and its send), and re-dispatches each from its last recorded point. Every take-over
 of expired work counts as a recovery (a stalled run dispatched again does not: it may only be waiting behind
 a long queue); a run that needs more than ``max_recoveries`` goes to ``dead_letter`` with its reason,
@@ -38,6 +38,13 @@ if TYPE_CHECKING:
     from pipeline.runtime import Runtime
 
 log = logging.getLogger("rubot.recovery")
+
+#: Leases without progress (and with nothing claimed) after which a run counts as stalled and is dispatched again.
+#: A step without side effects is claimed only once it has run for a third of a lease, so a worker that dies in
+#: that first third leaves nothing claimed: the stall is how its run is taken over, and 1.5 leases plus the sweep
+#: interval (half a lease) keeps that within two leases of the death. A step in a long queue may be dispatched a
+#: second time meanwhile; the ledger records it once.
+STALLED = 1.5
 
 
 def needs_reconciliation(session: Session, run: RunRow, op_key: str, what: str) -> None:
@@ -89,11 +96,11 @@ def stuck_runs(session: Session, runtime: Runtime, now: datetime) -> dict[str, s
     started = ~((RunRow.status == QUEUED) & (RunRow.dispatch_seq == 0))  # never-started runs wait for a slot
     stalled = session.execute(
         select(RunRow.id).where(
-            RunRow.status.in_((QUEUED, RUNNING)), RunRow.updated_at < now - 2 * lease, ~live_claim, started
+            RunRow.status.in_((QUEUED, RUNNING)), RunRow.updated_at < now - STALLED * lease, ~live_claim, started
         )
     ).scalars()
     for run_id in stalled:
-        found.setdefault(run_id, "no progress for two leases")
+        found.setdefault(run_id, f"no progress for {STALLED} leases")
     return found
 
 
@@ -127,7 +134,7 @@ def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = N
         ]
         if not dead and queries.live_claims(s, run_id, now):
             return False  # someone is working on it after all
-        run.updated_at = now  # a stalled run is looked at again only after another two leases
+        run.updated_at = now  # a stalled run is looked at again only after another STALLED leases
         if not dead:
             # No worker is known to have died: the run may just wait behind a long queue, or a message was lost.
             # Dispatching again is harmless (the ledger and leases absorb duplicates) and is not a recovery.

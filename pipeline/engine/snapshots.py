@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,7 +78,11 @@ class Usage:
 
 
 class RunView:
-    """What a ``@step`` method sees as ``self.run``: the run's data with a writable ``state``."""
+    """What a ``@step`` method sees as ``self.run``: the run's data with a writable ``state``.
+
+    ``approvals`` is either the list itself or a callable that loads it; it is loaded on first use, so steps
+    that never look at approvals cost no query.
+    """
 
     def __init__(
         self,
@@ -88,7 +93,7 @@ class RunView:
         context: Any,
         subject: Any,
         state: dict[str, Any],
-        approvals: list[Approval],
+        approvals: list[Approval] | Callable[[], list[Approval]],
     ) -> None:
         self.id = id
         self.workflow = workflow
@@ -96,4 +101,10 @@ class RunView:
         self.context = context if context is not None else {}
         self.subject = subject
         self.state = state
-        self.approvals = approvals
+        self._approvals = approvals
+
+    @property
+    def approvals(self) -> list[Approval]:
+        if callable(self._approvals):
+            self._approvals = self._approvals()
+        return self._approvals

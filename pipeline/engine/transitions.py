@@ -22,19 +22,25 @@ Ledger rows (``rubot_effects``, unique per ``(run_id, op_key)``) are ``claimed``
 from __future__ import annotations
 
 import enum
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, String, bindparam, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pipeline.definitions import schemas
 from pipeline.engine import hooks
 from pipeline.engine.hooks import ApprovalInfo, ModelTurnInfo, RunInfo, StepInfo, ToolCallInfo
-from pipeline.errors import InvalidRunState
+from pipeline.errors import InvalidRunState, RunNotFound
 from pipeline.redact import redact
 from pipeline.store import queries
+from pipeline.store.signals import SIGNALS_KEY
 from pipeline.store.tables import (
     CANCELLED,
+    CLAIMED,
     COMPLETED,
     DEAD_LETTER,
     DONE,
@@ -47,11 +53,14 @@ from pipeline.store.tables import (
     WAITING,
     ApprovalRow,
     EffectRow,
+    EventRow,
     RunRow,
     utcnow,
 )
 
 SET_ASIDE = (NEEDS_RECONCILIATION, DEAD_LETTER)
+#: Statuses in which a run waits for nothing but a person (or nothing at all): what ``pipeline.wait`` waits for.
+RESTING = TERMINAL | {WAITING}
 
 #: Every allowed move of a run's status. Anything else is a bug in the caller, refused loudly.
 RUN_MOVES: dict[str, frozenset[str]] = {
@@ -106,6 +115,10 @@ def _move(
     if to == WAITING and run.started_at is None:
         run.started_at = now
     queries.add_event(s, run.id, event, step, **data)
+    if to in RESTING:
+        signals = s.info.get(SIGNALS_KEY)
+        if signals is not None:
+            signals.rested(s, run.id)  # wakes pipeline.wait() callers once this commits
     hooks.after_commit(
         s,
         hook or _HOOK_FOR[to],
@@ -472,3 +485,166 @@ def record_model_turn(
             duration_seconds=duration_seconds,
         ),
     )
+
+
+# --- the hot path: a step recorded in one transaction ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What :func:`record_step` leaves behind: the run's status after the step, and whether it just completed."""
+
+    status: str
+    workflow: str
+    user_id: str | None
+
+
+def record_step(
+    s: Session,
+    run_id: str,
+    step: str,
+    kind: str,
+    delta: dict[str, Any],
+    *,
+    task_id: str | None,
+    claimed: bool,
+    started_at: datetime,
+) -> Recorded:
+    """Record a step's result and apply its delta to the run's state, in the caller's (single) transaction.
+
+    The ledger row is written first: a concurrent delivery that recorded the same step already makes this insert
+    fail on the unique ``(run_id, op_key)`` (``IntegrityError``), and the whole transaction is dropped. With
+    ``claimed`` (a lease row exists, taken up front or lazily by the heartbeat) that row is set done instead.
+    The state is merged in SQL on Postgres (``jsonb ||``; the row lock is held only for that statement) and in
+    Python on SQLite (whose write lock the transaction already holds).
+    """
+    effects = EffectRow.__table__
+    now = utcnow()
+    updated = 0
+    if claimed:
+        updated = s.execute(
+            update(effects)
+            .where(effects.c.run_id == run_id, effects.c.op_key == step, effects.c.status == CLAIMED)
+            .values(status=DONE, result=delta, lease_expires_at=None)
+        ).rowcount
+    if not updated:
+        s.execute(
+            insert(effects).values(
+                run_id=run_id, op_key=step, kind=kind, result=delta, task_id=task_id, status=DONE, created_at=now
+            )
+        )
+    status, workflow, user_id = _merge_state(s, run_id, delta, now)
+    events = EventRow.__table__
+    s.execute(
+        insert(events).values(
+            [
+                {
+                    "run_id": run_id,
+                    "type": "step.started",
+                    "step": step,
+                    "data": {"kind": kind, "task_id": task_id},
+                    "created_at": started_at,
+                },
+                {
+                    "run_id": run_id,
+                    "type": "step.completed",
+                    "step": step,
+                    "data": {"keys": sorted(delta["set"])},
+                    "created_at": now,
+                },
+            ]
+        )
+    )
+    hooks.after_commit(
+        s,
+        "step_completed",
+        StepInfo(run_id=run_id, workflow=workflow, step=step, kind=kind, task_id=task_id, user_id=user_id),
+    )
+    return Recorded(status=status, workflow=workflow, user_id=user_id)
+
+
+_PG_MERGE = text(
+    "UPDATE rubot_runs SET state = ((COALESCE(state::jsonb, '{}'::jsonb) || CAST(:set AS jsonb)) "
+    "- CAST(:unset AS text[]))::json, updated_at = :now WHERE id = :id RETURNING status, workflow, user_id"
+).bindparams(bindparam("unset", type_=ARRAY(String())))
+
+
+def _merge_state(s: Session, run_id: str, delta: dict[str, Any], now: datetime) -> tuple[str, str, str | None]:
+    if s.get_bind().dialect.name == "postgresql":
+        row = s.execute(
+            _PG_MERGE,
+            {"set": json.dumps(delta["set"]), "unset": list(delta.get("unset", [])), "id": run_id, "now": now},
+        ).one_or_none()
+    else:
+        runs = RunRow.__table__
+        current = s.execute(
+            select(runs.c.state, runs.c.status, runs.c.workflow, runs.c.user_id).where(runs.c.id == run_id)
+        ).one_or_none()
+        row = None
+        if current is not None:
+            s.execute(update(runs).where(runs.c.id == run_id).values(state=apply(current.state, delta), updated_at=now))
+            row = (current.status, current.workflow, current.user_id)
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    return row[0], row[1], row[2]
+
+
+_PG_RECORD = text(
+    """
+    WITH effect AS (
+        INSERT INTO rubot_effects (run_id, op_key, kind, status, result, task_id, created_at)
+        VALUES (:run_id, :op_key, :kind, 'done', CAST(:result AS json), :task_id, :now)
+        RETURNING id
+    ), trail AS (
+        INSERT INTO rubot_events (run_id, type, step, data, created_at)
+        SELECT :run_id, v.type, :op_key, CAST(v.data AS json), v.at
+        FROM (VALUES ('step.started', :started_data, CAST(:started_at AS timestamptz)),
+                     ('step.completed', :completed_data, CAST(:now AS timestamptz))) AS v(type, data, at)
+        WHERE EXISTS (SELECT 1 FROM effect)
+        RETURNING id
+    )
+    UPDATE rubot_runs
+    SET state = ((COALESCE(state::jsonb, '{}'::jsonb) || CAST(:set AS jsonb)) - CAST(:unset AS text[]))::json,
+        updated_at = :now
+    WHERE id = :run_id AND EXISTS (SELECT 1 FROM effect)
+    RETURNING status, workflow, user_id
+    """
+).bindparams(bindparam("unset", type_=ARRAY(String())))
+
+
+def record_step_at_once(
+    conn: Connection,
+    run_id: str,
+    step: str,
+    kind: str,
+    delta: dict[str, Any],
+    *,
+    task_id: str | None,
+    started_at: datetime,
+) -> Recorded:
+    """:func:`record_step` for Postgres as ONE statement on an autocommit connection: one round trip, one commit.
+
+    The ledger insert, both events and the state merge are one data-modifying statement, so they commit (or fail,
+    on the unique ledger key, with ``IntegrityError``) together. Used for unclaimed steps that do not end the plan;
+    the caller calls the ``step_completed`` hook after it.
+    """
+    now = utcnow()
+    row = conn.execute(
+        _PG_RECORD,
+        {
+            "run_id": run_id,
+            "op_key": step,
+            "kind": kind,
+            "result": json.dumps(delta),
+            "task_id": task_id,
+            "now": now,
+            "started_at": started_at,
+            "started_data": json.dumps({"kind": kind, "task_id": task_id}),
+            "completed_data": json.dumps({"keys": sorted(delta["set"])}),
+            "set": json.dumps(delta["set"]),
+            "unset": list(delta.get("unset", [])),
+        },
+    ).one_or_none()
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    return Recorded(status=row.status, workflow=row.workflow, user_id=row.user_id)

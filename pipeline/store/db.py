@@ -7,21 +7,22 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.errors import ConfigurationError, DatabaseNotMigratedError
+from pipeline.store import aftercommit
+from pipeline.store.aftercommit import on_commit
+from pipeline.store.signals import SIGNALS_KEY, RunSignals
+
+__all__ = ["Database", "on_commit"]
 
 _lock = threading.Lock()
-_AFTER_COMMIT = "rubot_after_commit"
-
-
-def on_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Call ``callback`` after ``session``'s transaction (from :meth:`Database.transaction`) has committed."""
-    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+T = TypeVar("T")
 
 
 class Database:
@@ -38,8 +39,10 @@ class Database:
         self._pid = 0
         self._sessions: sessionmaker[Session] | None = None
         self._checked = False
+        #: Wakes ``pipeline.wait`` callers when a run comes to rest (see :mod:`pipeline.store.signals`).
+        self.signals = RunSignals(url)
         #: Copied into every session's ``info`` (the runtime puts its lifecycle hooks here).
-        self.session_info: dict[str, Any] = {}
+        self.session_info: dict[str, Any] = {SIGNALS_KEY: self.signals}
 
     @property
     def dialect(self) -> str:
@@ -69,7 +72,10 @@ class Database:
         if backend == "postgresql":
             if url.drivername == "postgresql":
                 url = url.set(drivername="postgresql+psycopg")
-            return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            # No pre-ping: it would add a round trip to every transaction. A connection the server dropped fails
+            # its first statement instead; SQLAlchemy then invalidates the pool and the task retries
+            # (tasks autoretry on OperationalError), which the Postgres fault test exercises.
+            return create_engine(url, pool_size=5, max_overflow=5, pool_recycle=1800)
         raise ConfigurationError(f"unsupported database URL {self.url!r}: use sqlite:/// or postgresql://")
 
     @contextmanager
@@ -82,13 +88,49 @@ class Database:
         self.engine  # noqa: B018 - builds the sessionmaker for this process
         assert self._sessions is not None
         with self._sessions() as session:
-            if self.session_info:
-                session.info.update(self.session_info)
+            session.info.update(self.session_info)
             with session.begin():
                 yield session
-            callbacks = session.info.pop(_AFTER_COMMIT, ())
+            callbacks = aftercommit.take(session)
         for callback in callbacks:
             callback()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads only: no commit. On Postgres each statement runs on its own (autocommit: no
+        BEGIN/ROLLBACK round trips); SQLite begins a deferred, not an immediate, transaction."""
+        options: dict[str, Any] = {"rubot_read_only": True}
+        if self.dialect == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        with self.engine.connect().execution_options(**options) as connection:
+            yield connection
+            if self.dialect != "postgresql":
+                connection.rollback()
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A Postgres connection whose every statement commits by itself (one statement = one transaction)."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
+
+    def reading(self, read: Callable[[Session], T]) -> T:
+        """``read(session)`` in a transaction, tried once more on a fresh connection if the first one turned out
+        to be dead (the server restarted, or terminated it). For reads only: running them twice is harmless.
+
+        Pools do not ping connections before use (that would cost a round trip on every step of every run);
+        a dead connection fails its first statement instead, which invalidates the pool. Workers retry the task;
+        callers reading through the public API are retried here.
+        """
+        try:
+            return self._read_with(read)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            return self._read_with(read)
+
+    def _read_with(self, read: Callable[[Session], T]) -> T:
+        with self.read() as connection, Session(bind=connection, expire_on_commit=False) as session:
+            return read(session)
 
     def check_migrated(self) -> None:
         if self._checked:
@@ -120,4 +162,6 @@ def _sqlite_immediate(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take SQLite's write lock up front (two workers merging into one run must not both read the
+        # old state); readers do not, so a read never waits for a writer (WAL) nor blocks one.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("rubot_read_only") else "BEGIN IMMEDIATE")

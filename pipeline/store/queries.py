@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from pipeline.errors import RunNotFound
@@ -32,6 +32,14 @@ def lock_run(session: Session, run_id: str) -> RunRow:
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")
     return row
+
+
+def run_status(connection: Connection, run_id: str) -> str:
+    """The run's status, read without loading the row; ``RunNotFound`` if there is none."""
+    status = connection.execute(select(RunRow.status).where(RunRow.id == run_id)).scalar_one_or_none()
+    if status is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    return status
 
 
 def get_run(session: Session, run_id: str) -> RunRow:
