@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config.settings import load
 from pipeline import runtime as rubot_runtime
+from pipeline.hosting import make_app
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.store import migrate
-from tasks.factory import make_app
+from rubot_app.config.settings import load
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_MODULES = ",".join(
@@ -32,7 +32,7 @@ WORKFLOW_MODULES = ",".join(
         "tests.agent_workflows",
         "tests.fault_workflows",
         "tests.expiry_workflows",
-        "agents.conference_travel",
+        "rubot_app.agents.conference_travel",
     ]
 )
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -180,7 +180,7 @@ class WorkerProcess:
             "-m",
             "celery",
             "-A",
-            "tasks.app",
+            "rubot_app.tasks.app",
             "worker",
             "--loglevel=INFO",
             f"--concurrency={concurrency}",
