@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from celery import current_task
+from sqlalchemy.exc import IntegrityError
 
 from pipeline import runtime
 from pipeline.definitions import registry, schemas
 from pipeline.definitions.workflow import Workflow
-from pipeline.engine import admission
+from pipeline.engine import admission, transitions
 from pipeline.engine.compiler import RESUME_TASK
-from pipeline.errors import DefinitionError, RunError, WaitInsideTaskError, WaitTimeout
+from pipeline.errors import DefinitionError, RubotError, RunError
+from pipeline.handles import RESTING, check_run_id, refuse_inside_task, wait_for
 from pipeline.runs import Run
 from pipeline.store import queries
-from pipeline.store.tables import FAILED, QUEUED, TERMINAL, WAITING, RunRow, utcnow
-
-RESTING = TERMINAL | {WAITING}
+from pipeline.store.tables import QUEUED, RunRow, utcnow
 
 
 def _workflow_class(workflow: type[Workflow] | str, rt: runtime.Runtime) -> type[Workflow]:
@@ -37,72 +35,76 @@ def create(
     context: Any = None,
     run_id: str | None = None,
     record_invalid: bool = False,
+    batch_id: str | None = None,
 ) -> str:
     """Validate and insert a queued run, then ask a worker to start it.
 
     Bad input raises ``InvalidRunInput`` (with the field errors) before anything is written. With
-    ``record_invalid`` (launches from a host app's task, where nobody could catch the exception) the run is
-    recorded as failed with reason ``invalid_input`` instead, so the mistake is visible and no step runs.
+    ``record_invalid`` (launches sent by a host, where nobody could catch the exception) an unknown workflow or
+    bad input is recorded as a failed run under ``run_id`` instead (reason ``unknown_workflow`` /
+    ``invalid_input``), so the mistake is visible where the host will look and no step runs.
+
+    ``run_id`` is the idempotency key: a launch delivered twice, or two launches racing with the same id (a
+    duplicated beat tick), create one run; the insert that loses the race is not an error.
     """
     rt.db.check_migrated()
-    cls = _workflow_class(workflow, rt)
-    run_id = run_id or queries.new_id("run")
+    run_id = check_run_id(run_id) if run_id is not None else queries.new_id("run")
     try:
+        cls = _workflow_class(workflow, rt)
         data = cls.validate_input(input)
         context = schemas.to_json(context if context is not None else {}, what="run context")
         subject = schemas.to_json(subject, what="run subject")
-    except RunError as exc:
+    except (RunError, DefinitionError) as exc:
         if not record_invalid:
             raise
-        _record_rejected_launch(rt, run_id, cls.name, exc)
+        name = workflow if isinstance(workflow, str) else getattr(workflow, "name", repr(workflow))
+        _record_rejected_launch(rt, run_id, str(name), exc, batch_id=batch_id)
         return run_id
-    with rt.db.transaction() as s:
-        if s.get(RunRow, run_id) is not None:
-            # The same launch delivered again: the run exists. Re-sending resume is safe (its seq check
-            # ignores it once the run was dispatched) and covers a crash between insert and send.
-            rt.send(RESUME_TASK, run_id, 0)
-            return run_id
-        s.add(
-            RunRow(
-                id=run_id,
-                workflow=cls.name,
-                status=QUEUED,
-                input=data,
-                context=context,
-                subject=subject,
-                user_id=admission.user_of(context),
-                subject_key=admission.subject_key(subject),
-                state={},
-                dispatch_seq=0,
-                created_at=utcnow(),
+    try:
+        with rt.db.transaction() as s:
+            if s.get(RunRow, run_id) is not None:
+                # The same launch delivered again: the run exists. Re-sending resume is safe (its seq check
+                # ignores it once the run was dispatched) and covers a crash between insert and send.
+                rt.send(RESUME_TASK, run_id, 0)
+                return run_id
+            s.add(
+                RunRow(
+                    id=run_id,
+                    workflow=cls.name,
+                    status=QUEUED,
+                    input=data,
+                    context=context,
+                    subject=subject,
+                    user_id=admission.user_of(context),
+                    subject_key=admission.subject_key(subject),
+                    batch_id=batch_id,
+                    state={},
+                    dispatch_seq=0,
+                    created_at=utcnow(),
+                )
             )
-        )
-        s.flush()  # the run row first: events reference it
-        queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)
+            s.flush()  # the run row first: events reference it
+            queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)
+    except IntegrityError:
+        # Another process inserted the same run id between our check and our insert (two deliveries of one
+        # launch, two beats for one tick): that run is the one, and its creator sends its resume.
+        with rt.db.transaction() as s:
+            if s.get(RunRow, run_id) is None:
+                raise
+        return run_id
     rt.send(RESUME_TASK, run_id, 0)
     return run_id
 
 
-def _record_rejected_launch(rt: runtime.Runtime, run_id: str, workflow: str, exc: RunError) -> None:
-    with rt.db.transaction() as s:
-        if s.get(RunRow, run_id) is not None:  # a redelivered launch message: recorded already
-            return
-        s.add(
-            RunRow(
-                id=run_id,
-                workflow=workflow,
-                status=FAILED,
-                input=None,
-                context={},
-                state={},
-                error=exc.as_dict(),
-                dispatch_seq=0,
-                created_at=utcnow(),
-                finished_at=utcnow(),
-            )
-        )
-        s.flush()
-        queries.add_event(s, run_id, "run.rejected", workflow=workflow, **exc.as_dict())
+def _record_rejected_launch(
+    rt: runtime.Runtime, run_id: str, workflow: str, exc: RubotError, *, batch_id: str | None
+) -> None:
+    try:
+        with rt.db.transaction() as s:
+            if s.get(RunRow, run_id) is None:  # else: a redelivered launch message, recorded already
+                transitions.reject_launch(s, run_id, workflow[:200], exc.as_dict(), batch_id=batch_id)
+    except IntegrityError:
+        pass  # a concurrent delivery recorded it first
 
 
 def enqueue(
@@ -127,7 +129,7 @@ def run(
     timeout: float | None = None,
 ) -> Run:
     """Start a run and wait until it completes, fails, is cancelled or waits for an approval."""
-    _refuse_inside_task("pipeline.run")
+    refuse_inside_task("pipeline.run")
     return wait(enqueue(workflow, input, subject=subject, context=context), timeout=timeout)
 
 
@@ -144,32 +146,18 @@ def list_runs(*, status: str | list[str] | None = None, workflow: str | None = N
         return [Run(rt, row) for row in queries.list_runs(s, statuses=statuses, workflow=workflow, limit=limit)]
 
 
-def wait(run: Run | str, *, timeout: float | None = None, poll: float = 0.02, max_poll: float = 0.25) -> Run:
+def migrate() -> str | None:
+    """Create or upgrade Rubot's tables in the current runtime's database (Alembic); returns the revision."""
+    from pipeline.store.migrate import upgrade
+
+    return upgrade(runtime.current().db)
+
+
+def wait(run: Run | str, *, timeout: float | None = None) -> Run:
     """Block until the run rests (final or waiting for approval); ``WaitTimeout`` after ``timeout`` seconds.
 
     Polls SQL with a growing interval. Calling it inside a worker task is an error: the task would hold the
     worker the run needs.
     """
-    _refuse_inside_task("pipeline.wait")
     run_id = run if isinstance(run, str) else run.id
-    rt = runtime.current()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        with rt.db.transaction() as s:
-            row = queries.get_run(s, run_id)
-            if row.status in RESTING:
-                return Run(rt, row)
-            status = row.status
-        if deadline is not None and time.monotonic() >= deadline:
-            raise WaitTimeout(f"run {run_id} is still {status} after {timeout}s")
-        time.sleep(poll)
-        poll = min(poll * 1.5, max_poll)
-
-
-def _refuse_inside_task(what: str) -> None:
-    task = current_task._get_current_object()  # the proxy itself is never None
-    if task is not None and getattr(task.request, "id", None) and not task.request.called_directly:
-        raise WaitInsideTaskError(
-            f"{what}() was called inside the Celery task {task.name!r}: waiting there would hold the worker "
-            "the run needs. Use pipeline.enqueue() and react to the run's status instead."
-        )
+    return wait_for(runtime.current(), run_id, RESTING, timeout=timeout, what="pipeline.wait", missing_ok=False)

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from pipeline import api
+from pipeline import api, batches
 from pipeline.engine import admission, compiler, dispatch, executor, expiry, recovery
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import ModelError, ModelUnavailable
@@ -22,7 +22,6 @@ from pipeline.runtime import Runtime
 
 RECOVER_TASK = "rubot.recover"
 SCHEDULED_TASK = "rubot.scheduled"
-BATCH_TASK = "rubot.batch"
 
 # How every Rubot task is delivered, whatever the app's defaults: JSON only; acknowledged after the work is
 # recorded in SQL; a message of a worker that died comes back.
@@ -120,3 +119,8 @@ def _register_sweeps(app: Celery, runtime: Runtime) -> None:
     def expire_approvals() -> int:
         """Resolve the approvals past their deadline (reject or escalate); returns how many it resolved."""
         return len(expiry.expire_approvals(runtime))
+
+    @app.task(name=SCHEDULED_TASK, ignore_result=True, **RETRY)
+    def scheduled(name: str, tick: str | None = None) -> str:
+        """A beat tick of schedule ``name``: launch its run (or batch) once, whichever beat sent it."""
+        return batches.fire(runtime, name, tick)
