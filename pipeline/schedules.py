@@ -89,10 +89,13 @@ def as_schedule(value: Any, *, where: str) -> schedule:
     """A workflow's or a setting's schedule as a clock-aligned Celery schedule."""
     if isinstance(value, every | crontab):
         return value
-    if isinstance(value, timedelta) or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return every(value)
-    if isinstance(value, schedule) and type(value) is schedule:
-        return every(value.run_every)
+    try:
+        if isinstance(value, timedelta) or (isinstance(value, int | float) and not isinstance(value, bool)):
+            return every(value)
+        if isinstance(value, schedule) and type(value) is schedule:
+            return every(value.run_every)
+    except DefinitionError as exc:
+        raise DefinitionError(f"{where}: {exc.message}") from None
     if isinstance(value, str) and len(value.split()) == 5:
         minute, hour, day_of_month, month_of_year, day_of_week = value.split()
         try:

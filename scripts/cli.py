@@ -250,6 +250,34 @@ def retry(run_id: str, by: str) -> None:
     click.echo(f"Retrying {run.id}; it is now {run.status}.")
 
 
+# --- batches ----------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="At most this many.")
+def batches(limit: int) -> None:
+    """List recent scheduled batches, newest first, with how far their runs got."""
+    from pipeline import batches as batch_api
+
+    _echo_lines(output.batch_table(batch_api.list_batches(_runtime(), limit=limit)))
+
+
+@main.group(cls=RubotGroup)
+def batch() -> None:
+    """Inspect one scheduled batch."""
+
+
+@batch.command("show")
+@click.argument("batch_id")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Runs to list.")
+def batch_show(batch_id: str, limit: int) -> None:
+    """Show a batch: its schedule and tick, progress by run status, and its runs."""
+    from pipeline import batches as batch_api
+
+    rt = _runtime()
+    _echo_lines(output.batch_detail(batch_api.progress(rt, batch_id), batch_api.runs_of(rt, batch_id, limit=limit)))
+
+
 # --- processes --------------------------------------------------------------------------------------------
 
 

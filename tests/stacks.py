@@ -128,8 +128,8 @@ class Stack:
         client = redis.Redis.from_url(self.settings.result_backend)
         return [k.decode() for k in client.scan_iter(f"{self.settings.redis_key_prefix}celery-task-meta-*")]
 
-    def start_worker_process(self, *, concurrency: int = 2, log: Path | None = None) -> WorkerProcess:
-        return WorkerProcess.start(self, concurrency=concurrency, log=log)
+    def start_worker_process(self, *, concurrency: int = 2, log: Path | None = None, **env: str) -> WorkerProcess:
+        return WorkerProcess.start(self, concurrency=concurrency, log=log, env=env)
 
 
 def embedded_stack(tmp: Path) -> Stack:
@@ -172,7 +172,9 @@ class WorkerProcess:
     log: Path
 
     @classmethod
-    def start(cls, stack: Stack, *, concurrency: int, log: Path | None) -> WorkerProcess:
+    def start(
+        cls, stack: Stack, *, concurrency: int, log: Path | None, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         log = log or stack.home / f"worker-{uuid.uuid4().hex[:6]}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [
@@ -196,7 +198,7 @@ class WorkerProcess:
         process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=stack.subprocess_env(),
+            env=stack.subprocess_env(**(env or {})),
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 
 from pipeline.auth.principal import Authenticator
 from pipeline.runtime import Runtime
-from pipeline.web import api, reads, views
+from pipeline.web import api, batch_views, reads, views
 from pipeline.web.security import secure_headers
 
 log = logging.getLogger("rubot.web")
@@ -53,6 +53,7 @@ def create_app(
         "authenticator": authenticator,
     }
     app.register_blueprint(views.bp)
+    app.register_blueprint(batch_views.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.add_url_rule("/healthz", "healthz", healthz)
     app.register_error_handler(HTTPException, _http_error)

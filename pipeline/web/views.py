@@ -52,7 +52,8 @@ def _require_csrf_on_post() -> None:
 
 
 @bp.errorhandler(RubotError)
-def _rubot_error(exc: RubotError) -> tuple[str, int]:
+def rubot_error_page(exc: RubotError) -> tuple[str, int]:
+    """A Rubot error as an HTML page with its HTTP status (the Batches pages use it too)."""
     status = status_for(exc)
     if status >= 500:
         log.error("web request %s %s failed: %s", request.method, request.path, exc, exc_info=exc)
