@@ -65,6 +65,11 @@ class Runtime:
                     self._settings = loaded
         return self._settings
 
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """Replace the settings (tests tune leases and caps); the database already built is kept."""
+        self._settings = settings
+
     @property
     def db(self) -> Database:
         if self._db is None:

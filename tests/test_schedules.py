@@ -140,9 +140,36 @@ def test_a_batch_fans_out_over_every_subject_once_under_the_caps(stack):
     assert "completed 6" in shown.stdout and all(r.id in shown.stdout for r in runs)
     missing = CliRunner().invoke(cli.main, ["batch", "show", "batch_nope"])
     assert missing.exit_code == 1 and "no batch with id" in missing.stderr
+    _screenshot(create_app(stack.runtime, secret_key="k"), f"/batches/{batch_id}", stack.home / "batch.png")
     page = create_app(stack.runtime, secret_key="k").test_client().get(f"/batches/{batch_id}")
     assert page.status_code == 200 and "6 of 6 finished" in page.text and "every run finished" in page.text
     assert create_app(stack.runtime, secret_key="k").test_client().get("/batches/batch_nope").status_code == 404
+
+
+def _screenshot(app, path: str, target) -> None:
+    """The page as headless Chromium renders it, saved for a person to look at (skipped without Chromium)."""
+    import shutil
+    import threading
+
+    from werkzeug.serving import make_server
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1200,700",
+             f"--user-data-dir={target.parent / 'chromium-profile'}", f"--screenshot={target}",
+             f"http://127.0.0.1:{server.server_port}{path}"],
+            capture_output=True, timeout=90, check=True, env={**os.environ, "HOME": str(target.parent)},
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert target.stat().st_size > 0
 
 
 def _batch_done(stack, batch_id):
