@@ -10,10 +10,10 @@ from __future__ import annotations
 from marshmallow import fields
 
 import pipeline
-from agents.conference_review import ReviewConferenceFit
 from pipeline import Operation, Workflow, agent_step, approval_step, step, tool_step
-from tools.travel_policy import LoadTravelPolicy
-from tools.website import FetchConferenceWebsite
+from rubot_app.agents.conference_review import ReviewConferenceFit
+from rubot_app.tools.travel_policy import LoadTravelPolicy
+from rubot_app.tools.website import FetchConferenceWebsite
 
 __all__ = [
     "ConferenceTravelApprovalOperation",

@@ -1,74 +1,8 @@
-"""Celery settings for a Rubot deployment, derived from :class:`pipeline.settings.Settings`.
-
-Delivery: JSON only, late acknowledgement, reject on worker loss and a prefetch of one, so a message is
-acknowledged only after its step is recorded in SQL, and a killed worker's message comes back.
-"""
+"""Celery settings of this deployment's own app: those :func:`pipeline.worker.conf.build` derives from its
+settings (JSON only, late acknowledgement, Rubot's beat sweeps)."""
 
 from __future__ import annotations
 
-from typing import Any
+from pipeline.worker.conf import build
 
-from pipeline.settings import Settings
-
-
-def build(settings: Settings) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "broker_url": settings.broker_url,
-        "result_backend": settings.result_backend,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        "event_serializer": "json",
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_default_queue": settings.queue,
-        "task_ignore_result": True,
-        "result_expires": settings.result_expires,
-        # Non-Redis result backends join chords by polling with celery.chord_unlock; poll briskly.
-        "result_chord_retry_interval": 0.2,
-        "broker_connection_retry_on_startup": True,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "imports": list(settings.workflow_modules),
-        "enable_utc": True,
-        # Periodic sweeps; run exactly one beat per deployment.
-        "beat_schedule": {
-            "rubot-recover": {"task": "rubot.recover", "schedule": max(1.0, settings.lease_seconds / 2)},
-            # Approvals past their deadline are rejected or escalated (pipeline/expiry.py). A tick that no
-            # worker took before the next one is due is dropped rather than piling up.
-            "rubot-expire-approvals": {
-                "task": "rubot.expire_approvals",
-                "schedule": settings.approval_sweep_seconds,
-                "options": {"expires": settings.approval_sweep_seconds},
-            },
-        },
-    }
-    if settings.embedded:
-        folder = settings.broker_folder
-        for sub in ("queue", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        conf["broker_transport"] = "pipeline.embedded.fsbroker:Transport"  # atomic hand-over; see its docstring
-        conf["broker_transport_options"] = {
-            "data_folder_in": str(folder / "queue"),
-            "data_folder_out": str(folder / "queue"),
-            "control_folder": str(folder / "control"),
-            "polling_interval": settings.broker_polling_interval,
-        }
-        if settings.result_backend.startswith("file://"):
-            (settings.home / "results").mkdir(parents=True, exist_ok=True)
-    elif settings.broker_url.startswith(("redis://", "rediss://")):
-        # A killed worker's unacknowledged messages come back after the visibility timeout; sweep for them at
-        # a third of it (at most every 10 s), scanning Redis on every sweep rather than every tenth.
-        conf["broker_transport_options"] = {
-            "visibility_timeout": settings.visibility_timeout,
-            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 3)),
-            "unacked_restore_throttle": 1,
-        }
-        conf["result_backend_transport_options"] = {"retry_policy": {"timeout": 5.0}}
-        if settings.redis_key_prefix:
-            conf["broker_transport_options"]["global_keyprefix"] = settings.redis_key_prefix
-    if settings.redis_key_prefix and settings.result_backend.startswith(("redis://", "rediss://")):
-        conf.setdefault("result_backend_transport_options", {})["global_keyprefix"] = settings.redis_key_prefix
-    return conf
+__all__ = ["build"]

@@ -1,10 +1,11 @@
 """Rubot: governed AI-agent workflows on Celery.
 
 The model advises; the workflow decides. Declare tools, agents and workflows with the classes below, then
-start runs with :func:`run` (waits) or :func:`enqueue` (returns at once).
+start runs with :func:`run` (waits) or :func:`enqueue` (returns at once). Inside a host application, call
+:func:`install` on its Celery app and launch with ``MyWorkflow.delay(**input)``.
 """
 
-from pipeline.api import enqueue, get_run, list_runs, run, wait
+from pipeline.api import enqueue, get_run, list_runs, migrate, run, wait
 from pipeline.definitions.agent import Agent
 from pipeline.definitions.dsl import agent_step, approval_step, parallel, step, tool_step
 from pipeline.definitions.operation import Operation
@@ -16,10 +17,14 @@ from pipeline.errors import (
     InvalidRunInput,
     RubotError,
     RunError,
+    RunFailed,
     ToolError,
     ValidationError,
 )
+from pipeline.handles import RunHandle
+from pipeline.hosting import install
 from pipeline.runs import Approval, Event, Run
+from pipeline.schedules import every
 
 __all__ = [
     "Agent",
@@ -32,6 +37,8 @@ __all__ = [
     "RubotError",
     "Run",
     "RunError",
+    "RunFailed",
+    "RunHandle",
     "Tool",
     "ToolContext",
     "ToolError",
@@ -40,8 +47,11 @@ __all__ = [
     "agent_step",
     "approval_step",
     "enqueue",
+    "every",
     "get_run",
+    "install",
     "list_runs",
+    "migrate",
     "parallel",
     "run",
     "step",

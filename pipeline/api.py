@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from celery import current_task
+from sqlalchemy.exc import IntegrityError
 
 from pipeline import runtime
 from pipeline.definitions import registry, schemas
 from pipeline.definitions.workflow import Workflow
-from pipeline.engine import admission, dispatch
-from pipeline.errors import DefinitionError, RunError, RunIdInUse, WaitInsideTaskError, WaitTimeout
+from pipeline.engine import admission, dispatch, transitions
+from pipeline.errors import DefinitionError, RubotError, RunError, RunIdInUse
+from pipeline.handles import RESTING, check_run_id, refuse_inside_task, wait_for
 from pipeline.runs import Run
 from pipeline.store import queries
-from pipeline.store.tables import FAILED, QUEUED, TERMINAL, WAITING, RunRow, utcnow
-
-RESTING = TERMINAL | {WAITING}
+from pipeline.store.tables import QUEUED, RunRow, utcnow
 
 
 def _workflow_class(workflow: type[Workflow] | str, rt: runtime.Runtime) -> type[Workflow]:
@@ -36,75 +34,82 @@ def create(
     context: Any = None,
     run_id: str | None = None,
     record_invalid: bool = False,
+    batch_id: str | None = None,
 ) -> str:
     """Validate and insert a queued run, then ask a worker to start it.
 
     Bad input raises ``InvalidRunInput`` (with the field errors) before anything is written. With
-    ``record_invalid`` (launches from a host app's task, where nobody could catch the exception) the run is
-    recorded as failed with reason ``invalid_input`` instead, so the mistake is visible and no step runs.
+    ``record_invalid`` (launches sent by a host, where nobody could catch the exception) an unknown workflow or
+    bad input is recorded as a failed run under ``run_id`` instead (reason ``unknown_workflow`` /
+    ``invalid_input``), so the mistake is visible where the host will look and no step runs.
+
+    ``run_id`` is the idempotency key: a launch delivered twice, or two launches racing with the same id (a
+    duplicated beat tick), create one run; the insert that loses the race is not an error.
     """
     rt.db.check_migrated()
-    cls = _workflow_class(workflow, rt)
-    run_id = run_id or queries.new_id("run")
+    run_id = check_run_id(run_id) if run_id is not None else queries.new_id("run")
     try:
+        cls = _workflow_class(workflow, rt)
         data = cls.validate_input(input)
         context = schemas.to_json(context if context is not None else {}, what="run context")
         subject = schemas.to_json(subject, what="run subject")
-    except RunError as exc:
+    except (RunError, DefinitionError) as exc:
         if not record_invalid:
             raise
-        _record_rejected_launch(rt, run_id, cls.name, exc)
+        name = workflow if isinstance(workflow, str) else getattr(workflow, "name", repr(workflow))
+        _record_rejected_launch(rt, run_id, str(name), exc, batch_id=batch_id)
         return run_id
-    with rt.db.transaction() as s:
-        existing = s.get(RunRow, run_id)
-        if existing is not None:
-            if existing.workflow != cls.name:
-                raise RunIdInUse(f"run id {run_id!r} belongs to a {existing.workflow} run, not {cls.name}")
-            # The same launch delivered again: the run exists and was dispatched when it was inserted (a
-            # dispatch lost to a crash right after that commit is picked up by the sweeper as a stalled run).
-            return run_id
-        row = RunRow(
-            id=run_id,
-            workflow=cls.name,
-            status=QUEUED,
-            input=data,
-            context=context,
-            subject=subject,
-            user_id=admission.user_of(context),
-            subject_key=admission.subject_key(subject),
-            state={},
-            dispatch_seq=0,
-            created_at=utcnow(),
-        )
-        s.add(row)
-        s.flush()  # the run row first: events reference it
-        queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)
-        # Admission and the first segment are decided here, in the insert's transaction: no resume hop.
-        send = dispatch.plan_next(s, rt, row, cls)
+    try:
+        with rt.db.transaction() as s:
+            existing = s.get(RunRow, run_id)
+            if existing is not None:
+                if existing.workflow != cls.name:
+                    raise RunIdInUse(f"run id {run_id!r} belongs to a {existing.workflow} run, not {cls.name}")
+                # The same launch delivered again: the run exists and was dispatched when it was inserted (a
+                # dispatch lost to a crash right after that commit is picked up by the sweeper as a stalled run).
+                return run_id
+            row = RunRow(
+                id=run_id,
+                workflow=cls.name,
+                status=QUEUED,
+                input=data,
+                context=context,
+                subject=subject,
+                user_id=admission.user_of(context),
+                subject_key=admission.subject_key(subject),
+                batch_id=batch_id,
+                state={},
+                dispatch_seq=0,
+                created_at=utcnow(),
+            )
+            s.add(row)
+            s.flush()  # the run row first: events reference it (a concurrent insert of the same id fails here)
+            queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)
+            # Admission and the first segment are decided here, in the insert's transaction: no resume hop.
+            send = dispatch.plan_next(s, rt, row, cls)
+    except IntegrityError:
+        # Another process inserted the same run id between our check and our insert (two deliveries of one
+        # launch, two beats for one tick): that run is the one, and its creator dispatches it.
+        with rt.db.transaction() as s:
+            other = s.get(RunRow, run_id)
+            if other is None:
+                raise
+            if other.workflow != cls.name:
+                raise RunIdInUse(f"run id {run_id!r} belongs to a {other.workflow} run, not {cls.name}") from None
+        return run_id
     send()
     return run_id
 
 
-def _record_rejected_launch(rt: runtime.Runtime, run_id: str, workflow: str, exc: RunError) -> None:
-    with rt.db.transaction() as s:
-        if s.get(RunRow, run_id) is not None:  # a redelivered launch message: recorded already
-            return
-        s.add(
-            RunRow(
-                id=run_id,
-                workflow=workflow,
-                status=FAILED,
-                input=None,
-                context={},
-                state={},
-                error=exc.as_dict(),
-                dispatch_seq=0,
-                created_at=utcnow(),
-                finished_at=utcnow(),
-            )
-        )
-        s.flush()
-        queries.add_event(s, run_id, "run.rejected", workflow=workflow, **exc.as_dict())
+def _record_rejected_launch(
+    rt: runtime.Runtime, run_id: str, workflow: str, exc: RubotError, *, batch_id: str | None
+) -> None:
+    try:
+        with rt.db.transaction() as s:
+            if s.get(RunRow, run_id) is None:  # else: a redelivered launch message, recorded already
+                transitions.reject_launch(s, run_id, workflow[:200], exc.as_dict(), batch_id=batch_id)
+    except IntegrityError:
+        pass  # a concurrent delivery recorded it first
 
 
 def enqueue(
@@ -129,7 +134,7 @@ def run(
     timeout: float | None = None,
 ) -> Run:
     """Start a run and wait until it completes, fails, is cancelled or waits for an approval."""
-    _refuse_inside_task("pipeline.run")
+    refuse_inside_task("pipeline.run")
     return wait(enqueue(workflow, input, subject=subject, context=context), timeout=timeout)
 
 
@@ -146,6 +151,13 @@ def list_runs(*, status: str | list[str] | None = None, workflow: str | None = N
     )
 
 
+def migrate() -> str | None:
+    """Create or upgrade Rubot's tables in the current runtime's database (Alembic); returns the revision."""
+    from pipeline.store.migrate import upgrade
+
+    return upgrade(runtime.current().db)
+
+
 def wait(run: Run | str, *, timeout: float | None = None) -> Run:
     """Block until the run rests (final or waiting for approval); ``WaitTimeout`` after ``timeout`` seconds.
 
@@ -153,31 +165,5 @@ def wait(run: Run | str, *, timeout: float | None = None) -> Run:
     process), with a look at SQL every so often in case a notification cannot reach us (a SQLite worker in
     another process). Calling it inside a worker task is an error: the task would hold the worker the run needs.
     """
-    _refuse_inside_task("pipeline.wait")
     run_id = run if isinstance(run, str) else run.id
-    rt = runtime.current()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    signals = rt.db.signals
-    with signals.watching(run_id) as changed:
-        poll = 0.02
-        while True:
-            status = rt.db.reading(lambda s: queries.run_status(s.connection(), run_id))
-            if status in RESTING:
-                return get_run(run_id)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise WaitTimeout(f"run {run_id} is still {status} after {timeout}s")
-            # With notifications from every process, SQL is only a safety net; without, poll with backoff.
-            pause = 2.0 if signals.live else poll
-            changed.wait(pause if remaining is None else min(pause, remaining))
-            changed.clear()
-            poll = min(poll * 1.5, 0.25)
-
-
-def _refuse_inside_task(what: str) -> None:
-    task = current_task._get_current_object()  # the proxy itself is never None
-    if task is not None and getattr(task.request, "id", None) and not task.request.called_directly:
-        raise WaitInsideTaskError(
-            f"{what}() was called inside the Celery task {task.name!r}: waiting there would hold the worker "
-            "the run needs. Use pipeline.enqueue() and react to the run's status instead."
-        )
+    return wait_for(runtime.current(), run_id, RESTING, timeout=timeout, what="pipeline.wait", missing_ok=False)

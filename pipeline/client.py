@@ -1,8 +1,8 @@
-"""Start runs from a host application (Flask, Django) through the host's own Celery app.
+"""Start runs by workflow *name*, for a host process that does not import the workflow classes.
 
-Nothing here imports Rubot's ``config`` or ``tasks`` packages, so a host project with top-level packages of
-the same names (cookiecutter-django has ``config``) can use it. The host's app only needs to reach the same
-broker; the ``rubot.launch`` task runs on Rubot's worker.
+It only needs a Celery app reaching the broker of the workers that run Rubot (the host's own app, with or
+without ``pipeline.install``); the ``rubot.launch`` task runs there. Processes that import the workflow classes
+use ``MyWorkflow.delay(...)`` instead (:mod:`pipeline.handles`), which sends the same message.
 
     from pipeline.client import launch
     run_id = launch(celery_app, "ConferenceTravelReviewWorkflow", {"employee_id": "emp_42", ...})
@@ -12,10 +12,11 @@ In Django, call it in ``transaction.on_commit`` when the input refers to rows wr
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-LAUNCH_TASK = "rubot.launch"
+from pipeline.handles import LAUNCH_TASK, send_launch
+
+__all__ = ["LAUNCH_TASK", "launch"]
 
 
 def launch(
@@ -28,13 +29,7 @@ def launch(
     run_id: str | None = None,
     queue: str = "rubot",
 ) -> str:
-    """Send ``rubot.launch`` by name and return the run id (chosen here, so the caller can track it)."""
-    run_id = run_id or f"run_{uuid.uuid4().hex}"
-    app.send_task(
-        LAUNCH_TASK,
-        args=[workflow, input],
-        kwargs={"subject": subject, "context": context, "run_id": run_id},
-        queue=queue,
-        serializer="json",
-    )  # JSON even if the host's default is something else
-    return run_id
+    """Send ``rubot.launch`` by name and return the run id (chosen here, so the caller can track it).
+
+    An unknown workflow or bad input is recorded by the worker as a failed run under this id."""
+    return send_launch(app, workflow, input, subject=subject, context=context, run_id=run_id, queue=queue)

@@ -197,6 +197,12 @@ class ApprovalAlreadyDecided(ApprovalError):
     reason = "approval_already_decided"
 
 
+class RunFailed(RunError):
+    """``RunHandle.get()`` found the run failed, cancelled or set aside; ``details`` is the run's ``error``."""
+
+    reason = "run_failed"
+
+
 class WaitTimeout(RunError):
     """``pipeline.wait`` gave up before the run reached a resting status."""
 

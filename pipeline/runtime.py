@@ -1,17 +1,20 @@
-"""The runtime: settings, database, Celery app and model provider of one deployment, passed around explicitly.
+"""The runtime: settings, database, Celery app, model provider and hooks of one deployment, passed explicitly.
 
-Celery tasks find it through their app (:func:`of_app`). The public helpers (``pipeline.run`` and friends)
-use :func:`current`, which a process sets with :func:`install`; when nothing is installed, the first call
-imports the module named by ``RUBOT_CELERY_APP`` (default ``tasks.app``), which builds and installs the
-runtime from the environment.
+**How code finds the runtime — one seam.** Celery tasks get theirs from the app they are registered on
+(:func:`of_app`; ``pipeline.install(celery_app)`` sets ``celery_app.rubot_runtime``). The public helpers of
+``pipeline`` (``get_run``, ``list_runs``, ``Workflow.delay`` ...) use :func:`current`: the runtime that this
+process installed with :func:`install` — which ``pipeline.install(celery_app)`` does for you, so importing the
+module that builds your Celery app is enough. Nothing is ever imported by a module name: a process that
+installed no runtime gets a :class:`ConfigurationError` saying how to install one.
+
+Settings may be given as a callable, resolved on first use: a host's Celery module can call
+``pipeline.install`` before Django's settings (or a Flask ``app.config``) are ready.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery import Celery
@@ -28,23 +31,73 @@ _lock = threading.Lock()
 
 
 class Runtime:
-    """One deployment: its settings, database, Celery app, model provider and lifecycle hooks."""
+    """One deployment: its settings, database, Celery app, model provider and lifecycle hooks.
+
+    ``settings`` is a :class:`Settings` or a callable returning one; the database and the model provider are
+    built from them on first use.
+    """
 
     def __init__(
-        self, settings: Settings, app: Celery, *, model: ModelProvider | None = None, hooks: Iterable[Hooks] = ()
+        self,
+        settings: Settings | Callable[[], Settings],
+        app: Celery,
+        *,
+        model: ModelProvider | None = None,
+        hooks: Iterable[Hooks] = (),
     ) -> None:
-        self.settings = settings
+        self._settings: Settings | None = settings if isinstance(settings, Settings) else None
+        self._loader = None if isinstance(settings, Settings) else settings
         self.app = app
-        self.db = Database(settings.database_url)
-        self.model: ModelProvider = model or _model_provider(settings)
+        self._db: Database | None = None
+        self._model = model
         # Admission is the first hook: a run leaving "running" frees a slot for a waiting one.
         self.hooks = HookChain([AdmissionHooks(self), *hooks])
-        # Every transaction can reach the hooks, so a state change queues its hook to run after the commit.
-        self.db.session_info[HOOKS_KEY] = self.hooks
+        self._resolve = threading.RLock()
         app.rubot_runtime = self  # type: ignore[attr-defined]
 
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            with self._resolve:
+                if self._settings is None:
+                    assert self._loader is not None
+                    loaded = self._loader()
+                    if not isinstance(loaded, Settings):
+                        raise ConfigurationError(f"the settings loader returned {loaded!r}, not Settings")
+                    self._settings = loaded
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """Replace the settings (tests tune leases and caps); the database already built is kept."""
+        self._settings = settings
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            with self._resolve:
+                if self._db is None:
+                    db = Database(self.settings.database_url)
+                    # Every transaction can reach the hooks, so a state change queues its hook after the commit.
+                    db.session_info[HOOKS_KEY] = self.hooks
+                    self._db = db
+        return self._db
+
+    @property
+    def model(self) -> ModelProvider:
+        if self._model is None:
+            with self._resolve:
+                if self._model is None:
+                    self._model = _model_provider(self.settings)
+        return self._model
+
+    @model.setter
+    def model(self, provider: ModelProvider) -> None:
+        self._model = provider
+
     def send(self, task: str, *args: Any, **options: Any) -> None:
-        """Send a task by its stable name (ids only in ``args``)."""
+        """Send a task by its stable name (ids only in ``args``), JSON-serialized whatever the app's default."""
+        options.setdefault("serializer", "json")
         self.app.send_task(task, args=args, queue=self.settings.queue, **options)
 
 
@@ -69,9 +122,10 @@ def _model_provider(settings: Settings) -> ModelProvider:
 
 
 def of_app(app: Celery) -> Runtime:
+    """The runtime installed on ``app`` (by ``pipeline.install(app)``)."""
     runtime = getattr(app, "rubot_runtime", None)
     if runtime is None:
-        raise ConfigurationError(f"Celery app {app.main!r} has no Rubot runtime; build it with tasks.make_app()")
+        raise ConfigurationError(f"Celery app {app.main!r} has no Rubot runtime; call pipeline.install(app) first")
     return runtime
 
 
@@ -84,12 +138,11 @@ def install(runtime: Runtime | None) -> Runtime | None:
 
 
 def current() -> Runtime:
-    if _current is None:
-        module = os.environ.get("RUBOT_CELERY_APP", "tasks.app")
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import the Rubot Celery app module {module!r}: {exc}") from exc
-        if _current is None:
-            raise ConfigurationError(f"importing {module!r} did not install a Rubot runtime")
-    return _current
+    """The runtime this process installed (see the module docstring); never found by importing a module."""
+    runtime = _current
+    if runtime is None:
+        raise ConfigurationError(
+            "no Rubot runtime is installed in this process: call pipeline.install(celery_app) where your Celery "
+            "app is built (or pipeline.runtime.install(runtime)), and import that module before using pipeline"
+        )
+    return runtime

@@ -1,18 +1,22 @@
-"""Rubot's settings as one immutable object, passed to what needs it (no hidden globals).
+"""Rubot's settings as one immutable object, passed to what needs it (no hidden globals), and how to read it.
 
-Reading the environment is ``config.settings.load()``'s job; this module only defines the shape and
-the derived values.
+:func:`load` reads the ``RUBOT_*`` names (documented in the README) from a mapping — the environment by default,
+or a host's configuration (see :mod:`pipeline.hostconfig`). Values may be strings, as in the environment, or
+Python values of the right type, as in Django settings or a Flask ``app.config``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from pipeline.llm.pricing import ModelPrice
+from pipeline.errors import ConfigurationError
+from pipeline.llm.default_prices import PRICES
+from pipeline.llm.pricing import ModelPrice, load_price_table, price_table
 
 
 @dataclass(frozen=True)
@@ -21,7 +25,8 @@ class Settings:
     broker_url: str
     result_backend: str
     home: Path = Path(".rubot")
-    workflow_modules: tuple[str, ...] = ("agents.conference_travel",)
+    #: Modules a worker imports to find workflows by name. The framework names none by default.
+    workflow_modules: tuple[str, ...] = ()
     queue: str = "rubot"
     model_provider: str = "auto"
     default_model: str = "claude-sonnet-4-5"
@@ -42,9 +47,11 @@ class Settings:
     redis_key_prefix: str = ""
     broker_polling_interval: float = 0.05
     log_level: str = "INFO"
-    # Model -> price (USD per MTok), filled by config.settings.load() from config/pricing.py and
-    # RUBOT_PRICES_FILE. Empty by default: a model without a price fails cost accounting (closed), it is not free.
+    # Model -> price (USD per MTok): pipeline/llm/default_prices.py with RUBOT_PRICES_FILE merged over it.
+    # Empty when built by hand: a model without a price fails cost accounting (closed), it is not free.
     prices: Mapping[str, ModelPrice] = field(default_factory=dict, hash=False)
+    #: Beat schedules from configuration (``RUBOT_SCHEDULES``): name -> entry, see :mod:`pipeline.schedules`.
+    schedules: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def embedded(self) -> bool:
@@ -54,3 +61,83 @@ class Settings:
     @property
     def broker_folder(self) -> Path:
         return self.home / "broker"
+
+
+def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any] | None = None) -> Settings:
+    """Settings from the ``RUBOT_*`` names of ``environ`` (default: ``os.environ``).
+
+    ``defaults`` fill names ``environ`` does not set (a deployment's own defaults, e.g. its workflow modules).
+    """
+    env: dict[str, Any] = {**(defaults or {}), **(os.environ if environ is None else environ)}
+    home = Path(str(env.get("RUBOT_HOME", ".rubot"))).expanduser().resolve()
+    broker = str(env.get("RUBOT_BROKER_URL") or "filesystem://")
+    default_backend = broker if broker.startswith(("redis://", "rediss://")) else f"file://{home / 'results'}"
+    return Settings(
+        database_url=str(env.get("RUBOT_DATABASE_URL") or f"sqlite:///{home / 'rubot.sqlite3'}"),
+        broker_url=broker,
+        result_backend=str(env.get("RUBOT_RESULT_BACKEND") or default_backend),
+        home=home,
+        workflow_modules=names(env.get("RUBOT_WORKFLOW_MODULES"), what="RUBOT_WORKFLOW_MODULES"),
+        queue=str(env.get("RUBOT_QUEUE") or "rubot"),
+        model_provider=str(env.get("RUBOT_MODEL_PROVIDER") or "auto"),
+        default_model=str(env.get("RUBOT_MODEL") or "claude-sonnet-4-5"),
+        anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
+        anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
+        result_expires=number(env, "RUBOT_RESULT_EXPIRES", 3600, int),
+        approval_sweep_seconds=number(env, "RUBOT_APPROVAL_SWEEP_SECONDS", 30.0, float),
+        lease_seconds=number(env, "RUBOT_LEASE_SECONDS", 30.0, float),
+        max_running=number(env, "RUBOT_MAX_RUNNING", 50, int),
+        max_running_per_user=number(env, "RUBOT_MAX_RUNNING_PER_USER", 5, int),
+        max_recoveries=number(env, "RUBOT_MAX_RECOVERIES", 5, int),
+        visibility_timeout=number(env, "RUBOT_VISIBILITY_TIMEOUT", 3600, int),
+        redis_key_prefix=str(env.get("RUBOT_REDIS_KEY_PREFIX") or ""),
+        log_level=str(env.get("RUBOT_LOG_LEVEL") or "INFO"),
+        prices=prices(env.get("RUBOT_PRICES_FILE")),
+        schedules=schedule_table(env.get("RUBOT_SCHEDULES")),
+    )
+
+
+def names(value: Any, *, what: str) -> tuple[str, ...]:
+    """A comma-separated string (environment) or a list of strings (host settings) as a tuple of names."""
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(m, str) for m in items):
+        raise ConfigurationError(f"{what} must be a comma-separated string or a list of module names, got {value!r}")
+    return tuple(m.strip() for m in items if m.strip())
+
+
+def number(env: Mapping[str, Any], name: str, default: int | float, kind: type) -> Any:
+    """``env[name]`` as ``kind`` (int or float); a value that is not a number is a clear configuration error."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def prices(prices_file: Any = None) -> dict[str, ModelPrice]:
+    """The default table, with the entries of the JSON file ``prices_file`` replacing or adding models."""
+    table = price_table(PRICES)
+    if prices_file:
+        table.update(load_price_table(Path(str(prices_file)).expanduser()))
+    return table
+
+
+def schedule_table(value: Any) -> dict[str, Any]:
+    """``RUBOT_SCHEDULES``: a JSON object in the environment, or a dict in host settings (name -> entry)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"RUBOT_SCHEDULES is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("RUBOT_SCHEDULES must map schedule names to entries")
+    return dict(value)

@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN = os.environ.get("RUBOT_BENCH_POSTGRES_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RUBOT_BENCH_REDIS", "redis://127.0.0.1:6379/14")
-BENCH_MODULES = "scripts.bench_workflows"
+BENCH_MODULES = "rubot_app.scripts.bench_workflows"
 
 
 @dataclass
@@ -66,12 +66,28 @@ def median_of(repeats: int, measure: Callable[[], float], *, warmup: int = 1) ->
 
 @contextmanager
 def worker_process(app_module: str, queue: str, env: dict[str, str], *, concurrency: int, log: Path) -> Iterator[None]:
-    command = [sys.executable, "-m", "celery", "-A", app_module, "worker", "-Q", queue, "--loglevel=INFO",
-               f"--concurrency={concurrency}", "--pool=prefork", "--without-gossip", "--without-mingle",
-               "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"]
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app_module,
+        "worker",
+        "-Q",
+        queue,
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "--pool=prefork",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"bench-{uuid.uuid4().hex[:6]}@%h",
+    ]
     with log.open("ab") as handle:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         _wait_ready(process, log)
         yield
@@ -144,32 +160,53 @@ class ProductionBench:
         }
 
     def run(self) -> list[Figure]:
-        from config.settings import load
         from pipeline import runtime as rubot_runtime
+        from pipeline.hosting import make_app
         from pipeline.store import migrate
-        from tasks.factory import make_app
+        from rubot_app.config.settings import load
 
         database_url, drop = _postgres_database()
         figures: list[Figure] = []
         try:
             with _standin() as stand_in:
-                env = self.rubot_env(database_url, RUBOT_MODEL_PROVIDER="anthropic", ANTHROPIC_API_KEY="bench-key",
-                                     ANTHROPIC_BASE_URL=stand_in.url)
+                env = self.rubot_env(
+                    database_url,
+                    RUBOT_MODEL_PROVIDER="anthropic",
+                    ANTHROPIC_API_KEY="bench-key",
+                    ANTHROPIC_BASE_URL=stand_in.url,
+                )
                 settings = load(env)
                 rt = rubot_runtime.of_app(make_app(settings, name="rubot-bench"))
                 migrate.upgrade(rt.db)
                 previous = rubot_runtime.install(rt)
-                raw_env = {**_base_env(), "RUBOT_BENCH_BROKER": REDIS_URL, "RUBOT_BENCH_KEY_PREFIX": self.prefix,
-                           "RUBOT_BENCH_RAW_QUEUE": f"bench-raw-{uuid.uuid4().hex[:6]}"}
-                os.environ.update({k: raw_env[k] for k in ("RUBOT_BENCH_BROKER", "RUBOT_BENCH_KEY_PREFIX",
-                                                           "RUBOT_BENCH_RAW_QUEUE")})
-                from scripts import bench_raw
+                raw_env = {
+                    **_base_env(),
+                    "RUBOT_BENCH_BROKER": REDIS_URL,
+                    "RUBOT_BENCH_KEY_PREFIX": self.prefix,
+                    "RUBOT_BENCH_RAW_QUEUE": f"bench-raw-{uuid.uuid4().hex[:6]}",
+                }
+                os.environ.update(
+                    {k: raw_env[k] for k in ("RUBOT_BENCH_BROKER", "RUBOT_BENCH_KEY_PREFIX", "RUBOT_BENCH_RAW_QUEUE")}
+                )
+                from rubot_app.scripts import bench_raw
 
                 try:
-                    with worker_process("tasks.app", settings.queue, {**_base_env(), **env},
-                                        concurrency=self.concurrency, log=self.home / "rubot-worker.log"), \
-                         worker_process("scripts.bench_raw", raw_env["RUBOT_BENCH_RAW_QUEUE"], raw_env,
-                                        concurrency=self.concurrency, log=self.home / "raw-worker.log"):
+                    with (
+                        worker_process(
+                            "rubot_app.tasks.app",
+                            settings.queue,
+                            {**_base_env(), **env},
+                            concurrency=self.concurrency,
+                            log=self.home / "rubot-worker.log",
+                        ),
+                        worker_process(
+                            "rubot_app.scripts.bench_raw",
+                            raw_env["RUBOT_BENCH_RAW_QUEUE"],
+                            raw_env,
+                            concurrency=self.concurrency,
+                            log=self.home / "raw-worker.log",
+                        ),
+                    ):
                         figures += self._scenarios(rt, bench_raw, stand_in)
                 finally:
                     rubot_runtime.install(previous)
@@ -180,9 +217,10 @@ class ProductionBench:
         return figures
 
     def _scenarios(self, rt: Any, raw: Any, stand_in: Any) -> list[Figure]:
-        import pipeline
         from celery import chain
-        from scripts import bench_workflows as wf
+
+        import pipeline
+        from rubot_app.scripts import bench_workflows as wf
 
         def raw_one() -> float:
             t = time.perf_counter()
@@ -210,8 +248,13 @@ class ProductionBench:
         pipeline.run(wf.BenchOneStep, timeout=120)
         raw_round_trip = median_of(self.repeats * 3, raw_one)
         figures = [
-            Figure("per_step", median_of(self.repeats, rubot_run(wf.BenchTenSteps)) / 10,
-                   median_of(self.repeats, raw_chain(10)) / 10, "s/step", "≤ 1.5×"),
+            Figure(
+                "per_step",
+                median_of(self.repeats, rubot_run(wf.BenchTenSteps)) / 10,
+                median_of(self.repeats, raw_chain(10)) / 10,
+                "s/step",
+                "≤ 1.5×",
+            ),
             Figure("one_step", median_of(self.repeats, rubot_run(wf.BenchOneStep)), raw_round_trip, "s/run"),
         ]
         figures.append(self._throughput(raw, wf))
@@ -220,8 +263,9 @@ class ProductionBench:
         return figures
 
     def _throughput(self, raw: Any, wf: Any) -> Figure:
-        import pipeline
         from celery import chain
+
+        import pipeline
 
         n = self.runs
         t = time.perf_counter()
@@ -262,10 +306,12 @@ class ProductionBench:
 
         def script() -> None:
             for i in range(turns - 1):
-                stand_in.add(reply(tool_uses=[("echo", {"text": f"t{i}"})], usage={"input_tokens": 10,
-                                                                                  "output_tokens": 5}))
-            stand_in.add(reply(tool_uses=[("final_answer", {"answer": "ok"})], usage={"input_tokens": 10,
-                                                                                     "output_tokens": 5}))
+                stand_in.add(
+                    reply(tool_uses=[("echo", {"text": f"t{i}"})], usage={"input_tokens": 10, "output_tokens": 5})
+                )
+            stand_in.add(
+                reply(tool_uses=[("final_answer", {"answer": "ok"})], usage={"input_tokens": 10, "output_tokens": 5})
+            )
 
         def rubot() -> float:
             script()
@@ -280,13 +326,20 @@ class ProductionBench:
             script()
             t = time.perf_counter()
             for _ in range(turns):
-                client.messages.create(model="claude-haiku-4-5", max_tokens=100,
-                                       messages=[{"role": "user", "content": "bench"}])
+                client.messages.create(
+                    model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "bench"}]
+                )
             return time.perf_counter() - t
 
         overhead = (median_of(self.repeats, rubot) - median_of(self.repeats, direct)) / turns
-        return Figure("agent_turn", overhead, raw_round_trip, "s/turn over a direct SDK call",
-                      "≤ 2 raw round trips", {"turns": turns})
+        return Figure(
+            "agent_turn",
+            overhead,
+            raw_round_trip,
+            "s/turn over a direct SDK call",
+            "≤ 2 raw round trips",
+            {"turns": turns},
+        )
 
 
 @contextmanager
@@ -317,16 +370,22 @@ def sql_counts(database_url: str, home: Path, prefix: str) -> list[Figure]:
     from sqlalchemy import event
 
     import pipeline
-    from config.settings import load
     from pipeline import runtime as rubot_runtime
     from pipeline.embedded import inprocess
-    from scripts import bench_workflows as wf
-    from tasks.factory import make_app
+    from pipeline.hosting import make_app
+    from rubot_app.config.settings import load
+    from rubot_app.scripts import bench_workflows as wf
 
-    env = {"RUBOT_HOME": str(home / "sql"), "RUBOT_DATABASE_URL": database_url, "RUBOT_BROKER_URL": REDIS_URL,
-           "RUBOT_RESULT_BACKEND": REDIS_URL, "RUBOT_REDIS_KEY_PREFIX": prefix,
-           "RUBOT_QUEUE": f"bench-sql-{uuid.uuid4().hex[:6]}", "RUBOT_WORKFLOW_MODULES": BENCH_MODULES,
-           "RUBOT_MODEL_PROVIDER": "offline"}
+    env = {
+        "RUBOT_HOME": str(home / "sql"),
+        "RUBOT_DATABASE_URL": database_url,
+        "RUBOT_BROKER_URL": REDIS_URL,
+        "RUBOT_RESULT_BACKEND": REDIS_URL,
+        "RUBOT_REDIS_KEY_PREFIX": prefix,
+        "RUBOT_QUEUE": f"bench-sql-{uuid.uuid4().hex[:6]}",
+        "RUBOT_WORKFLOW_MODULES": BENCH_MODULES,
+        "RUBOT_MODEL_PROVIDER": "offline",
+    }
     rt = rubot_runtime.of_app(make_app(load(env), name="rubot-bench-sql"))
     previous = rubot_runtime.install(rt)
     counts = {"statements": 0, "commits": 0}
@@ -353,8 +412,16 @@ def sql_counts(database_url: str, home: Path, prefix: str) -> list[Figure]:
         rubot_runtime.install(previous)
         rt.db.dispose()
     # wait() polls with its own statements on the same engine; a 10-step run also pays resume and finish.
-    return [Figure("sql_per_step", per_run["commits"] / 10, None, "commits/step (whole run / 10)", "1 without "
-                   "side effects", {"statements_per_step": per_run["statements"] / 10, "run": per_run})]
+    return [
+        Figure(
+            "sql_per_step",
+            per_run["commits"] / 10,
+            None,
+            "commits/step (whole run / 10)",
+            "1 without side effects",
+            {"statements_per_step": per_run["statements"] / 10, "run": per_run},
+        )
+    ]
 
 
 # --- the embedded default ----------------------------------------------------------------------------------------
@@ -362,20 +429,25 @@ def sql_counts(database_url: str, home: Path, prefix: str) -> list[Figure]:
 
 def embedded(home: Path, repeats: int) -> list[Figure]:
     import pipeline
-    from config.settings import load
     from pipeline import runtime as rubot_runtime
     from pipeline.embedded import inprocess
+    from pipeline.hosting import make_app
     from pipeline.store import migrate
-    from scripts import bench_workflows as wf
-    from tasks.factory import make_app
+    from rubot_app.config.settings import load
+    from rubot_app.scripts import bench_workflows as wf
 
-    env = {"RUBOT_HOME": str(home / "embedded"), "RUBOT_WORKFLOW_MODULES": BENCH_MODULES,
-           "RUBOT_MODEL_PROVIDER": "offline", "RUBOT_LOG_LEVEL": "WARNING"}
+    env = {
+        "RUBOT_HOME": str(home / "embedded"),
+        "RUBOT_WORKFLOW_MODULES": BENCH_MODULES,
+        "RUBOT_MODEL_PROVIDER": "offline",
+        "RUBOT_LOG_LEVEL": "WARNING",
+    }
     rt = rubot_runtime.of_app(make_app(load(env), name="rubot-bench-embedded"))
     migrate.upgrade(rt.db)
     previous = rubot_runtime.install(rt)
     try:
         with inprocess.worker(rt.app, concurrency=4, loglevel="WARNING"):
+
             def measure() -> float:
                 t = time.perf_counter()
                 assert pipeline.run(wf.BenchTenSteps, timeout=120).completed
@@ -415,8 +487,10 @@ def report(figures: list[Figure]) -> str:
     for f in figures:
         raw = f"{f.raw:.5f}" if f.raw is not None else "—"
         ratio = f"{f.ratio:.2f}×" if f.ratio is not None else "—"
-        lines.append(f"{f.scenario:<16} {f.rubot:>12.5f} {raw:>12} {ratio:>8}  {f.unit}"
-                     + (f" (target {f.target})" if f.target else ""))
+        lines.append(
+            f"{f.scenario:<16} {f.rubot:>12.5f} {raw:>12} {ratio:>8}  {f.unit}"
+            + (f" (target {f.target})" if f.target else "")
+        )
         for key, value in f.extra.items():
             lines.append(f"{'':<16} {key}: {value}")
     return "\n".join(lines)
@@ -437,8 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rubot-bench-") as tmp:
         home = Path(tmp)
         if args.stack in ("all", "production"):
-            figures += ProductionBench(concurrency=args.concurrency, repeats=args.repeats, runs=args.runs,
-                                       home=home).run()
+            figures += ProductionBench(
+                concurrency=args.concurrency, repeats=args.repeats, runs=args.runs, home=home
+            ).run()
         if args.stack in ("all", "embedded"):
             figures += embedded(home, args.repeats)
     print(report(figures))

@@ -1,9 +1,11 @@
 """The ``rubot`` command line: operate a Rubot deployment and run the demo.
 
 Commands that read or decide runs (``runs``, ``show``, ``approve``, ...) use the runtime this process has
-installed (:func:`pipeline.runtime.current`, which builds it from the environment on first use). The process
-commands (``worker``, ``beat``, ``web``, ``flower``) replace this process with the real server, configured from the same
-environment; ``demo`` builds its own embedded deployment and ignores the database and broker settings.
+installed (:func:`pipeline.runtime.current`); when there is none, they import this deployment's Celery app
+module (``rubot_app.tasks.app``, or ``RUBOT_CELERY_APP``), which builds it from the environment and installs it.
+The process commands (``worker``, ``beat``, ``web``, ``flower``) replace this process with the real server,
+configured from the same environment; ``demo`` builds its own embedded deployment and ignores the database and
+broker settings.
 
 Errors Rubot raises on purpose print one line on stderr and exit with status 1 (a run cannot do that) or 2
 (setup: configuration, migrations, a missing component); never a traceback.
@@ -11,6 +13,7 @@ Errors Rubot raises on purpose print one line on stderr and exit with status 1 (
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import logging
@@ -24,12 +27,12 @@ import click
 
 from pipeline.errors import ConfigurationError, DefinitionError, RubotError
 from pipeline.store.tables import RUN_STATUSES
-from scripts import output
+from rubot_app.scripts import output
 
 SETUP_ERROR = 2
 RUN_ERROR = 1
-DEFAULT_CELERY_APP = "tasks.app"
-WEB_APP = "pipeline.web.app"
+DEFAULT_CELERY_APP = "rubot_app.tasks.app"
+WEB_APP = "rubot_app.scripts.web"
 
 
 class RubotGroup(click.Group):
@@ -73,7 +76,15 @@ def _runtime(*, migrated: bool = True) -> Any:
     """The installed runtime; by default checked to be migrated, so a fresh database gets a clear error."""
     from pipeline import runtime
 
-    rt = runtime.current()
+    try:
+        rt = runtime.current()
+    except ConfigurationError:
+        module = _celery_app_module()
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import the Rubot Celery app module {module!r}: {exc}") from exc
+        rt = runtime.current()
     if migrated:
         # The schema check goes through Alembic, whose INFO chatter is noise on a read command.
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -239,11 +250,39 @@ def retry(run_id: str, by: str) -> None:
     click.echo(f"Retrying {run.id}; it is now {run.status}.")
 
 
+# --- batches ----------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="At most this many.")
+def batches(limit: int) -> None:
+    """List recent scheduled batches, newest first, with how far their runs got."""
+    from pipeline import batches as batch_api
+
+    _echo_lines(output.batch_table(batch_api.list_batches(_runtime(), limit=limit)))
+
+
+@main.group(cls=RubotGroup)
+def batch() -> None:
+    """Inspect one scheduled batch."""
+
+
+@batch.command("show")
+@click.argument("batch_id")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Runs to list.")
+def batch_show(batch_id: str, limit: int) -> None:
+    """Show a batch: its schedule and tick, progress by run status, and its runs."""
+    from pipeline import batches as batch_api
+
+    rt = _runtime()
+    _echo_lines(output.batch_detail(batch_api.progress(rt, batch_id), batch_api.runs_of(rt, batch_id, limit=limit)))
+
+
 # --- processes --------------------------------------------------------------------------------------------
 
 
 def _settings() -> Any:
-    from config.settings import load
+    from rubot_app.config.settings import load
 
     return load()
 
@@ -262,7 +301,7 @@ def exec_command(argv: list[str]) -> NoReturn:
 def worker_argv(
     settings: Any, *, concurrency: int | None, loglevel: str, pool: str | None, extra: Sequence[str] = ()
 ) -> list[str]:
-    """``celery -A tasks.app worker -Q <queue> ...`` for this interpreter."""
+    """``celery -A rubot_app.tasks.app worker -Q <queue> ...`` for this interpreter."""
     argv = [
         sys.executable,
         "-m",
@@ -282,7 +321,7 @@ def worker_argv(
 
 
 def beat_argv(settings: Any, *, loglevel: str, extra: Sequence[str] = ()) -> list[str]:
-    """``celery -A tasks.app beat`` with its schedule file kept under ``RUBOT_HOME``."""
+    """``celery -A rubot_app.tasks.app beat`` with its schedule file kept under ``RUBOT_HOME``."""
     schedule = Path(settings.home) / "celerybeat-schedule"
     return [
         sys.executable,
@@ -299,7 +338,7 @@ def beat_argv(settings: Any, *, loglevel: str, extra: Sequence[str] = ()) -> lis
 
 def web_argv(*, host: str, port: int, extra: Sequence[str] = ()) -> list[str]:
     """gunicorn serving the approval and admin web app from its factory."""
-    return [sys.executable, "-m", "gunicorn", f"{WEB_APP}:create_app()", "--bind", f"{host}:{port}", *extra]
+    return [sys.executable, "-m", "gunicorn", f"{WEB_APP}:create()", "--bind", f"{host}:{port}", *extra]
 
 
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
@@ -350,7 +389,7 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def flower_argv(*, address: str, port: int, extra: Sequence[str] = ()) -> list[str]:
-    """``celery -A tasks.app flower``; Flower reads ``FLOWER_BASIC_AUTH`` from the environment itself."""
+    """``celery -A rubot_app.tasks.app flower``; Flower reads ``FLOWER_BASIC_AUTH`` from the environment itself."""
     return [
         sys.executable,
         "-m",
@@ -392,7 +431,7 @@ def flower(address: str, port: int, flower_args: tuple[str, ...]) -> None:
 )
 def demo(home: Path) -> None:
     """Run the conference-travel reference app end to end, with no servers and no API key."""
-    from scripts.demo import run_demo
+    from rubot_app.scripts.demo import run_demo
 
     if not run_demo(home, echo=click.echo):
         raise click.exceptions.Exit(RUN_ERROR)

@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
-from config.settings import load
 from pipeline import runtime
 from pipeline.embedded import inprocess
 from pipeline.errors import RubotError
 from pipeline.runs import Run
 from pipeline.settings import Settings
 from pipeline.store import migrate
-from scripts import output
-from scripts.progress import Echo, Follower, follow
+from rubot_app.config.settings import load
+from rubot_app.scripts import output
+from rubot_app.scripts.progress import Echo, Follower, follow
 
 MARKER = ".rubot-demo"
 APPROVER = "manager@example.com"
@@ -137,7 +137,7 @@ def demo_settings(home: Path) -> Settings:
     return load(
         {
             "RUBOT_HOME": str(home),
-            "RUBOT_WORKFLOW_MODULES": "agents.conference_travel",
+            "RUBOT_WORKFLOW_MODULES": "rubot_app.agents.conference_travel",
             "RUBOT_MODEL_PROVIDER": "offline",
             "RUBOT_LOG_LEVEL": "WARNING",
         }
@@ -190,7 +190,7 @@ def summarize_step(step: str, result: Any) -> str:
             f"{', '.join(result.get('allowed_topics', []))}"
         )
     if step == "conference_site":
-        from tools.website import route
+        from rubot_app.tools.website import route
 
         url = result.get("conference_url", "")
         return (
@@ -247,7 +247,7 @@ def play(scenario: Scenario, echo: Echo) -> None:
 
 def drive(scenario: Scenario, follower: Follower, echo: Echo) -> Run:
     """The §3 snippet: launch, and if the run waits for approval, approve it and wait for the end."""
-    from agents.conference_travel import ConferenceTravelApprovalOperation
+    from rubot_app.agents.conference_travel import ConferenceTravelApprovalOperation
 
     echo(f"ConferenceTravelApprovalOperation.launch(input={output.compact(scenario.input, 200)})")
     run = follow(
@@ -311,8 +311,8 @@ def check(scenario: Scenario, final: Run, runs: list[Run]) -> None:
 
 def run_demo(home: Path, *, echo: Echo = print) -> bool:
     """Run both scenarios in a fresh embedded deployment under ``home``; True if both ended as expected."""
-    from tasks.factory import make_app
-    from tools.sites import serve_sites
+    from pipeline.hosting import make_app
+    from rubot_app.tools.sites import serve_sites
 
     started = time.monotonic()
     passed = 0

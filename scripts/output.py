@@ -174,3 +174,36 @@ def run_detail(run: Run, *, full: bool = False) -> list[str]:
     lines += ["", "ledger:", *effect_lines(run.effects)]
     lines += ["", "events:", *event_lines(run.events, width=200 if full else SHORT)]
     return lines
+
+
+def progress(batch: Any) -> str:
+    """``3 of 5 finished (completed 2, failed 1, running 2)`` for a batch view."""
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(batch.counts.items())) or "no runs yet"
+    planned = batch.total if batch.total is not None else f"{batch.launched}+"
+    return f"{batch.finished} of {planned} finished ({counts})"
+
+
+def batch_table(batches: Sequence[Any]) -> list[str]:
+    """The ``rubot batches`` listing."""
+    if not batches:
+        return ["No batches yet."]
+    rows = [[b.id, b.schedule, b.status, when(b.tick), progress(b)] for b in batches]
+    return table(["id", "schedule", "status", "tick", "progress"], rows)
+
+
+def batch_detail(batch: Any, runs: Sequence[Run]) -> list[str]:
+    """``rubot batch show``: the batch, its progress, and its runs."""
+    lines = key_values(
+        [
+            ("batch", batch.id),
+            ("schedule", batch.schedule),
+            ("workflow", batch.workflow),
+            ("tick", when(batch.tick)),
+            ("status", batch.status + (" (every run finished)" if batch.done else "")),
+            ("progress", progress(batch)),
+            ("created", when(batch.created_at)),
+        ]
+    )
+    if batch.error:
+        lines.append(f"error     {compact(batch.error)}")
+    return [*lines, "", *run_table(runs)]

@@ -15,7 +15,7 @@ from typing import Any
 import pipeline
 from pipeline.errors import WaitTimeout
 from pipeline.runs import Event, Run
-from scripts import output
+from rubot_app.scripts import output
 
 Echo = Callable[[str], None]
 Summarize = Callable[[str, Any], str]

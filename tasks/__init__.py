@@ -1,4 +1,5 @@
-"""Rubot's Celery app (``tasks.app``) and its task entry points, each with a stable ``rubot.*`` name.
+"""This deployment's Celery app, ``rubot_app.tasks.app`` (``celery -A rubot_app.tasks.app worker``).
 
-Importing this package does not build an app; ``celery -A tasks.app worker`` does.
+The ``rubot.*`` tasks themselves live in the framework (:mod:`pipeline.worker.tasks`); importing this package
+builds nothing.
 """

@@ -106,3 +106,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run the long fault-test mode (200+ runs with random worker kills)",
     )
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The distribution built from this checkout, once per session."""
+    from tests import packaging
+
+    return packaging.build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def host_python(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    """The interpreter of a fresh venv with the built wheel installed (and this environment's dependencies)."""
+    from tests import packaging
+
+    python = packaging.make_venv(tmp_path_factory.mktemp("host") / "venv", dependencies=True)
+    packaging.install_wheel(python, wheel)
+    return python

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config.settings import load
 from pipeline import runtime as rubot_runtime
+from pipeline.hosting import make_app
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
 from pipeline.store import migrate
-from tasks.factory import make_app
+from rubot_app.config.settings import load
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_MODULES = ",".join(
@@ -32,7 +32,7 @@ WORKFLOW_MODULES = ",".join(
         "tests.agent_workflows",
         "tests.fault_workflows",
         "tests.expiry_workflows",
-        "agents.conference_travel",
+        "rubot_app.agents.conference_travel",
     ]
 )
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -128,8 +128,8 @@ class Stack:
         client = redis.Redis.from_url(self.settings.result_backend)
         return [k.decode() for k in client.scan_iter(f"{self.settings.redis_key_prefix}celery-task-meta-*")]
 
-    def start_worker_process(self, *, concurrency: int = 2, log: Path | None = None) -> WorkerProcess:
-        return WorkerProcess.start(self, concurrency=concurrency, log=log)
+    def start_worker_process(self, *, concurrency: int = 2, log: Path | None = None, **env: str) -> WorkerProcess:
+        return WorkerProcess.start(self, concurrency=concurrency, log=log, env=env)
 
 
 def embedded_stack(tmp: Path) -> Stack:
@@ -172,7 +172,9 @@ class WorkerProcess:
     log: Path
 
     @classmethod
-    def start(cls, stack: Stack, *, concurrency: int, log: Path | None) -> WorkerProcess:
+    def start(
+        cls, stack: Stack, *, concurrency: int, log: Path | None, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         log = log or stack.home / f"worker-{uuid.uuid4().hex[:6]}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [
@@ -180,7 +182,7 @@ class WorkerProcess:
             "-m",
             "celery",
             "-A",
-            "tasks.app",
+            "rubot_app.tasks.app",
             "worker",
             "--loglevel=INFO",
             f"--concurrency={concurrency}",
@@ -196,7 +198,7 @@ class WorkerProcess:
         process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=stack.subprocess_env(),
+            env=stack.subprocess_env(**(env or {})),
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -16,11 +16,11 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import make_url
 
 import pipeline
-from config.settings import load
 from pipeline import runtime as rubot_runtime
+from pipeline.hosting import make_app
 from pipeline.store import migrate
-from scripts import cli, demo, output
-from tasks.factory import make_app
+from rubot_app.config.settings import load
+from rubot_app.scripts import cli, demo, output
 from tests import stacks, workflows
 from tests.conftest import eventually, sink_lines
 
@@ -268,7 +268,7 @@ def test_worker_execs_celery_on_the_configured_queue(exec_calls):
             "-m",
             "celery",
             "-A",
-            "tasks.app",
+            "rubot_app.tasks.app",
             "worker",
             "-Q",
             "rubot-cli-test",
@@ -285,7 +285,16 @@ def test_beat_keeps_its_schedule_under_rubot_home(exec_calls, tmp_path):
     assert result.exit_code == 0, result.output
     schedule = tmp_path / "home" / "celerybeat-schedule"
     assert exec_calls == [
-        [sys.executable, "-m", "celery", "-A", "tasks.app", "beat", f"--schedule={schedule}", "--loglevel=INFO"]
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "rubot_app.tasks.app",
+            "beat",
+            f"--schedule={schedule}",
+            "--loglevel=INFO",
+        ]
     ]
     assert schedule.parent.is_dir()
 
@@ -298,7 +307,7 @@ def test_web_execs_gunicorn_on_the_app_factory(exec_calls):
             sys.executable,
             "-m",
             "gunicorn",
-            "pipeline.web.app:create_app()",
+            "rubot_app.scripts.web:create()",
             "--bind",
             "127.0.0.1:8123",
             "--workers",
@@ -311,7 +320,7 @@ def test_flower_listens_on_loopback_by_default(exec_calls):
     result = rubot("flower", "--port", "5566")
     assert result.exit_code == 0, result.output
     assert exec_calls == [
-        [sys.executable, "-m", "celery", "-A", "tasks.app", "flower", "--address=127.0.0.1", "--port=5566"]
+        [sys.executable, "-m", "celery", "-A", "rubot_app.tasks.app", "flower", "--address=127.0.0.1", "--port=5566"]
     ]
 
 
@@ -335,7 +344,7 @@ def test_rubot_worker_consumes_the_queue(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "scripts.cli",
+        "rubot_app.scripts.cli",
         "worker",
         "--concurrency",
         "2",
@@ -399,7 +408,7 @@ def test_demo_runs_both_paths_on_a_fresh_machine(tmp_path):
 
     # When `rubot demo` runs
     done = subprocess.run(
-        [sys.executable, "-m", "scripts.cli", "demo", "--home", str(home)],
+        [sys.executable, "-m", "rubot_app.scripts.cli", "demo", "--home", str(home)],
         cwd=tmp_path,
         env=demo_env(),
         capture_output=True,
@@ -430,7 +439,7 @@ def test_demo_runs_both_paths_on_a_fresh_machine(tmp_path):
 SURPRISES = """
 import sys
 from pathlib import Path
-from scripts import demo
+from rubot_app.scripts import demo
 real = demo.scenarios
 def surprising(url):
     first, second = real(url)

@@ -8,14 +8,14 @@ import pytest
 from celery.worker import state as worker_state
 
 import pipeline
-from agents.conference_travel import (
+from pipeline.errors import ApprovalAlreadyDecided, InvalidRunInput, InvalidRunState, NoPendingApproval
+from pipeline.store import queries
+from pipeline.store.tables import RunRow
+from rubot_app.agents.conference_travel import (
     ConferenceTravelApprovalOperation,
     ConferenceTravelManualApprovalWorkflow,
     ConferenceTravelReviewWorkflow,
 )
-from pipeline.errors import ApprovalAlreadyDecided, InvalidRunInput, InvalidRunState, NoPendingApproval
-from pipeline.store import queries
-from pipeline.store.tables import RunRow
 from tests import workflows
 from tests.conftest import eventually, sink_lines
 

@@ -13,14 +13,14 @@ import pytest
 from marshmallow import fields
 
 import pipeline
-from config import celery as celery_config
-from config.settings import load
 from pipeline import Tool, Workflow, approval_step
 from pipeline.engine import expiry
 from pipeline.engine.expiry import expire_approvals
 from pipeline.errors import ApprovalAlreadyDecided, DefinitionError
 from pipeline.store.tables import utcnow
 from pipeline.testing import reply
+from rubot_app.config import celery as celery_config
+from rubot_app.config.settings import load
 from tests import expiry_workflows as ew
 from tests.conftest import eventually, sink_lines
 

@@ -8,12 +8,16 @@ Imports inside functions count (a lazy import is still a dependency); imports un
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.stacks import ROOT
 
 PACKAGE = ROOT / "pipeline"
-DEPLOYMENT = ("config", "tasks", "agents", "tools", "scripts")
+DEPLOYMENT = ("config", "tasks", "agents", "tools", "scripts", "rubot_app")
+# A string naming a module of the deployment ("tasks.app", "rubot_app.agents.x:y"): an import by name is still
+# a dependency, so the framework may not hold one either (for a default, a fallback, an error message...).
+MODULE_STRING = re.compile(rf"^({'|'.join(DEPLOYMENT)})(\.[A-Za-z_][A-Za-z0-9_]*)+(:[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
 def module_name(path: Path) -> str:
@@ -124,6 +128,42 @@ def test_the_framework_never_imports_the_reference_deployment():
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert offenders == {}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            ids.add(id(first.value))
+    return ids
+
+
+def deployment_strings(path: Path) -> list[str]:
+    """String constants of ``path`` (docstrings aside) that name a module of the deployment."""
+    tree = ast.parse(path.read_text())
+    skip = _docstrings(tree)
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in skip
+        and MODULE_STRING.match(node.value)
+    ]
+
+
+def test_the_framework_names_no_deployment_module_in_a_string():
+    offenders = {str(p.relative_to(ROOT)): deployment_strings(p) for p in PACKAGE.rglob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_string_guard_finds_a_module_name(tmp_path):
+    # The guard itself: a default module name is found, a docstring and ordinary text are not
+    module = tmp_path / "m.py"
+    module.write_text('"""Uses tasks.app."""\nDEFAULT = "tasks.app"\nOTHER = "rubot_app.agents.x:y"\nTEXT = "config"\n')
+    assert deployment_strings(module) == ["tasks.app", "rubot_app.agents.x:y"]
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import load
 from pipeline.errors import ConfigurationError, ModelError, ModelUnavailable
 from pipeline.llm.pricing import ModelPrice, cost_micros, price_for, price_table
 from pipeline.models import guard
@@ -31,6 +30,7 @@ from pipeline.testing import (
     network_models_forbidden,
     reply,
 )
+from rubot_app.config.settings import load
 
 API_KEY = "sk-ant-test-0123456789abcdef"
 TOOLS = [

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from agents.conference_review import ReviewConferenceFit, matched_topics, review
 from pipeline.errors import ConfigurationError, InvalidAgentInput, InvalidToolInput, ToolError
-from tools import html_text, sites, website
-from tools.travel_policy import LoadTravelPolicy, TravelPolicyRepository
-from tools.website import FetchConferenceWebsite
+from rubot_app.agents.conference_review import ReviewConferenceFit, matched_topics, review
+from rubot_app.tools import html_text, sites, website
+from rubot_app.tools.travel_policy import LoadTravelPolicy, TravelPolicyRepository
+from rubot_app.tools.website import FetchConferenceWebsite
 
 RAILS_WORLD = "https://rubyonrails.org/world"
 SUMMIT = "https://chainboost-summit.example/agenda"

@@ -7,12 +7,12 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
 import pipeline
-from config.celery import build
-from config.settings import load
 from pipeline.errors import DatabaseNotMigratedError
 from pipeline.redact import redact
 from pipeline.store import migrate, queries
 from pipeline.store.db import Database
+from rubot_app.config.celery import build
+from rubot_app.config.settings import load
 from tests import workflows
 
 

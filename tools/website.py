@@ -24,7 +24,7 @@ from marshmallow import fields, validate
 
 from pipeline.definitions.tool import Tool
 from pipeline.errors import ConfigurationError, ToolError
-from tools import html_text, sites
+from rubot_app.tools import html_text, sites
 
 TIMEOUT_SECONDS = 10.0
 MAX_BODY_BYTES = 2 * 1024 * 1024

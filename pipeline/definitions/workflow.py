@@ -64,6 +64,10 @@ class WorkflowMeta(type):
             cls.name = name
         if cls.output is not None and cls.output not in cls._steps:
             raise DefinitionError(f"{name}.output names {cls.output!r}, which is not a step")
+        if cls.schedule is not None:
+            from pipeline.schedules import as_schedule
+
+            cls.schedule = as_schedule(cls.schedule, where=f"{name}.schedule")
         registry.workflows.add(cls.name, cls)
         return cls
 
@@ -235,6 +239,10 @@ class Workflow(metaclass=WorkflowMeta):
     one_active_per_subject: ClassVar[bool] = False
     #: A :class:`pipeline.llm.policy.Policy` consulted on every tool call an agent makes.
     policy: ClassVar[Any] = None
+    #: Launch this workflow from Celery beat: a ``celery.schedules.crontab``, a ``timedelta``, a number of
+    #: seconds or ``pipeline.every(...)`` (see :mod:`pipeline.schedules`); ``schedule_input`` is each run's input.
+    schedule: ClassVar[Any] = None
+    schedule_input: ClassVar[Any] = None
 
     _plan: ClassVar[list[Unit]]
     _steps: ClassVar[dict[str, StepSpec]]
@@ -271,6 +279,50 @@ class Workflow(metaclass=WorkflowMeta):
     @classmethod
     def output_step(cls) -> str:
         return cls.output or _flatten(cls._plan)[-1].name  # type: ignore[return-value]
+
+    @classmethod
+    def batch(cls, tick: Any) -> Any:
+        """For a scheduled workflow: ``None`` (default) launches one run per tick; return an iterable to launch one
+        run per item instead — a ``(subject, input)`` pair, or a subject alone (its input is ``schedule_input``)."""
+        return None
+
+    @classmethod
+    def delay(cls, **input: Any) -> Any:
+        """Launch a run with ``input`` (keyword arguments) like a Celery task's ``delay``: one broker message, a
+        :class:`pipeline.handles.RunHandle` back at once (see :meth:`apply_async`)."""
+        return cls.apply_async(kwargs=input)
+
+    @classmethod
+    def apply_async(
+        cls,
+        kwargs: Any = None,
+        *,
+        subject: Any = None,
+        context: Any = None,
+        run_id: str | None = None,
+        countdown: float | None = None,
+        eta: Any = None,
+    ) -> Any:
+        """Launch a run like Celery's ``apply_async``: ``kwargs`` is the run's input; ``countdown`` (seconds) or
+        ``eta`` (a datetime) delays the start; ``run_id`` (default: a new one) is the idempotency key. Sends
+        ``rubot.launch`` on the installed runtime's Celery app and returns a ``RunHandle`` with the id at once; a
+        worker validates the input (bad input is recorded as a failed run under that id)."""
+        from pipeline.handles import RunHandle, send_launch
+        from pipeline.runtime import current
+
+        rt = current()
+        run_id = send_launch(
+            rt.app,
+            cls.name,
+            kwargs,
+            subject=subject,
+            context=context,
+            run_id=run_id,
+            queue=rt.settings.queue,
+            countdown=countdown,
+            eta=eta,
+        )
+        return RunHandle(run_id, cls.name, rt)
 
     @classmethod
     def validate_input(cls, data: Any) -> Any:

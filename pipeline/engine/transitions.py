@@ -45,6 +45,8 @@ from pipeline.store.tables import (
     DEAD_LETTER,
     DONE,
     FAILED,
+    LAUNCHED,
+    LAUNCHING,
     NEEDS_RECONCILIATION,
     PENDING,
     QUEUED,
@@ -52,6 +54,7 @@ from pipeline.store.tables import (
     TERMINAL,
     WAITING,
     ApprovalRow,
+    BatchRow,
     EffectRow,
     EventRow,
     RunRow,
@@ -192,6 +195,56 @@ def reopen(s: Session, run: RunRow, event: str, step: str | None = None, /, **da
         raise InvalidRunState(f"run {run.id} is {run.status}, not {' or '.join(SET_ASIDE)}")
     run.error = None
     _move(s, run, RUNNING, event, step, hook="run_reopened", **data)
+
+
+def reject_launch(s: Session, run_id: str, workflow: str, error: dict[str, Any], *, batch_id: str | None) -> RunRow:
+    """A launch that cannot start (unknown workflow, bad input) is recorded as a ``failed`` run under its id,
+    with the reason, so whoever holds the id sees why; no step runs."""
+    now = utcnow()
+    run = RunRow(
+        id=run_id,
+        workflow=workflow,
+        status=FAILED,
+        input=None,
+        context={},
+        state={},
+        error=redact(error),
+        batch_id=batch_id,
+        dispatch_seq=0,
+        created_at=now,
+        updated_at=now,
+        finished_at=now,
+    )
+    s.add(run)
+    s.flush()  # the run row first: events reference it
+    queries.add_event(s, run_id, "run.rejected", workflow=workflow, **run.error)
+    hooks.after_commit(
+        s, "run_failed", RunInfo(run_id=run_id, workflow=workflow, status=FAILED, previous=None, error=run.error)
+    )
+    return run
+
+
+# --- batches ---------------------------------------------------------------------------------------------------
+
+
+def start_batch(s: Session, batch_id: str, *, schedule: str, workflow: str, tick: datetime | None) -> BatchRow:
+    """A scheduled batch begins launching its runs (the unique id makes a second start fail the flush)."""
+    batch = BatchRow(
+        id=batch_id, schedule=schedule, workflow=workflow, tick=tick, status=LAUNCHING, created_at=utcnow()
+    )
+    s.add(batch)
+    s.flush()
+    return batch
+
+
+def batch_launched(s: Session, batch: BatchRow, *, total: int) -> None:
+    """Every run of the batch exists."""
+    batch.status, batch.total, batch.finished_at = LAUNCHED, total, utcnow()
+
+
+def batch_failed(s: Session, batch: BatchRow, error: dict[str, Any]) -> None:
+    """The batch's subjects could not be listed; the runs created so far go on."""
+    batch.status, batch.error, batch.finished_at = FAILED, redact(error), utcnow()
 
 
 # --- ledger ----------------------------------------------------------------------------------------------------

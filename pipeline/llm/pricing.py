@@ -101,12 +101,12 @@ def price_for(model: str, table: Mapping[str, ModelPrice]) -> ModelPrice:
     known = ", ".join(sorted(table)) or "none"
     raise ConfigurationError(
         f"no price for model {model!r} (known: {known}); cost budgets need one — add it to the price table "
-        "(config/pricing.py or a JSON file named by RUBOT_PRICES_FILE)"
+        "(pipeline/llm/default_prices.py or a JSON file named by RUBOT_PRICES_FILE)"
     )
 
 
 def price_table(entries: Mapping[str, ModelPrice | Mapping[str, Any]]) -> dict[str, ModelPrice]:
-    """A validated table from plain entries (as in ``config/pricing.py``)."""
+    """A validated table from plain entries (as in ``pipeline/llm/default_prices.py``)."""
     return {str(model): ModelPrice.from_entry(entry, model=str(model)) for model, entry in entries.items()}
 
 

@@ -59,6 +59,8 @@ class RunRow(Base):
     # Derived at enqueue for the concurrency caps: context["user"]["id"] (or the user string) and the subject.
     user_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     subject_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The scheduled batch that launched this run (rubot_batches.id), if any.
+    batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     state: Mapped[Any] = mapped_column(JSON, default=dict)
     output: Mapped[Any] = mapped_column(JSON, nullable=True)
     error: Mapped[Any] = mapped_column(JSON, nullable=True)
@@ -83,6 +85,7 @@ class RunRow(Base):
         Index("ix_rubot_runs_status_created", "status", "created_at"),
         Index("ix_rubot_runs_user_status", "user_id", "status"),
         Index("ix_rubot_runs_subject_status", "subject_key", "status"),
+        Index("ix_rubot_runs_batch_status", "batch_id", "status"),
         Index(
             "ix_rubot_runs_active",
             "workflow",
@@ -91,6 +94,30 @@ class RunRow(Base):
             sqlite_where=(status.in_(ACTIVE)),
         ),
     )
+
+
+# A batch is "launching" while its runs are being created and "launched" once every one exists (or "failed" when
+# its list of subjects could not be produced); how far its runs got is counted from rubot_runs.
+LAUNCHING, LAUNCHED = "launching", "launched"
+BATCH_STATUSES = (LAUNCHING, LAUNCHED, FAILED)
+
+
+class BatchRow(Base):
+    """One scheduled launch fanned out over many subjects. Its id is derived from the schedule and the tick."""
+
+    __tablename__ = "rubot_batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    schedule: Mapped[str] = mapped_column(String(200))
+    workflow: Mapped[str] = mapped_column(String(200))
+    tick: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), default=LAUNCHING)
+    total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_rubot_batches_created", "created_at"),)
 
 
 class EventRow(Base):

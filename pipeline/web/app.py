@@ -11,8 +11,9 @@ from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from pipeline.auth.principal import Authenticator
 from pipeline.runtime import Runtime
-from pipeline.web import api, reads, views
+from pipeline.web import api, batch_views, reads, views
 from pipeline.web.security import secure_headers
 
 log = logging.getLogger("rubot.web")
@@ -20,13 +21,21 @@ log = logging.getLogger("rubot.web")
 MAX_BODY_BYTES = 1024 * 1024  # decisions are small; a bigger body is refused with 413 before it is read
 
 
-def create_app(runtime: Runtime | None = None, *, secret_key: str | None = None, api_token: str | None = None) -> Flask:
+def create_app(
+    runtime: Runtime | None = None,
+    *,
+    secret_key: str | None = None,
+    api_token: str | None = None,
+    authenticator: Authenticator | None = None,
+) -> Flask:
     """Build the web app.
 
     Without ``runtime`` every request uses :func:`pipeline.runtime.current`, resolved lazily, so importing the
     app never touches the database or broker. ``secret_key`` (signing the session that holds the CSRF token)
     defaults to ``RUBOT_WEB_SECRET_KEY``; ``api_token`` defaults to ``RUBOT_WEB_API_TOKEN`` and, when empty,
-    disables the JSON API. ``RUBOT_WEB_SECURE_COOKIES=1`` marks the session cookie HTTPS-only.
+    disables the JSON API. ``RUBOT_WEB_SECURE_COOKIES=1`` marks the session cookie HTTPS-only. With an
+    ``authenticator`` (``(request) -> Principal | None``) every page needs a principal and decisions are recorded
+    as made by it (:mod:`pipeline.web.principals`).
     """
     app = Flask(__name__, template_folder="templates", static_folder=None)  # styles are inline
     app.config.update(
@@ -38,8 +47,13 @@ def create_app(runtime: Runtime | None = None, *, secret_key: str | None = None,
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     token = api_token if api_token is not None else os.environ.get("RUBOT_WEB_API_TOKEN", "")
-    app.extensions[reads.EXTENSION] = {"runtime": runtime, "api_token": token.strip() or None}
+    app.extensions[reads.EXTENSION] = {
+        "runtime": runtime,
+        "api_token": token.strip() or None,
+        "authenticator": authenticator,
+    }
     app.register_blueprint(views.bp)
+    app.register_blueprint(batch_views.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.add_url_rule("/healthz", "healthz", healthz)
     app.register_error_handler(HTTPException, _http_error)

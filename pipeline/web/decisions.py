@@ -33,10 +33,12 @@ class Decision:
     approval_id: str | None = None
 
 
-def from_form(form: Mapping[str, str]) -> Decision:
-    """Read a decision from the approval (or cancel) form; the payload field holds JSON text."""
+def from_form(form: Mapping[str, str], *, by: str | None = None) -> Decision:
+    """Read a decision from the approval (or cancel) form; the payload field holds JSON text.
+
+    ``by`` is the authenticated principal's id when the app has an authenticator: it wins over the form."""
     return _decision(
-        by=form.get("decided_by"),
+        by=by if by is not None else form.get("decided_by"),
         comment=form.get("comment"),
         payload=parse_json(form.get("payload", ""), what="payload"),
         approval_id=form.get("approval_id") or None,

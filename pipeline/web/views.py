@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from pipeline.errors import RubotError
 from pipeline.store.tables import RUN_STATUSES
-from pipeline.web import decisions, reads
+from pipeline.web import decisions, principals, reads
 from pipeline.web.errors import invalid_request, status_for
 from pipeline.web.security import check_csrf, csrf_token, secure_headers
 
@@ -41,6 +41,8 @@ def when(value: datetime | None) -> str:
 
 
 bp.add_app_template_global(csrf_token, "rubot_csrf_token")
+bp.add_app_template_global(principals.current_principal, "rubot_principal")
+bp.before_request(principals.require_principal)
 
 
 @bp.before_request
@@ -50,7 +52,8 @@ def _require_csrf_on_post() -> None:
 
 
 @bp.errorhandler(RubotError)
-def _rubot_error(exc: RubotError) -> tuple[str, int]:
+def rubot_error_page(exc: RubotError) -> tuple[str, int]:
+    """A Rubot error as an HTML page with its HTTP status (the Batches pages use it too)."""
     status = status_for(exc)
     if status >= 500:
         log.error("web request %s %s failed: %s", request.method, request.path, exc, exc_info=exc)
@@ -106,7 +109,8 @@ def _approval_page(run_id: str, *, error: str | None = None, form: dict[str, Any
 
 def _act(run_id: str, action: str) -> Response | tuple[str, int]:
     try:
-        decision = decisions.from_form(request.form)
+        principal = principals.current_principal()
+        decision = decisions.from_form(request.form, by=principal.id if principal else None)
     except RubotError as exc:
         if action == "cancel":
             raise

@@ -11,9 +11,10 @@ import sys
 from marshmallow import fields
 
 import pipeline
+import rubot_app.tasks.app  # noqa: F401 - builds this deployment's Celery app from RUBOT_* and installs its runtime
 from pipeline import Agent, Operation, Tool, Workflow, agent_step, approval_step, step, tool_step
-from tools.travel_policy import TravelPolicyRepository
-from tools.website import FetchConferenceWebsite
+from rubot_app.tools.travel_policy import TravelPolicyRepository
+from rubot_app.tools.website import FetchConferenceWebsite
 
 
 class LoadTravelPolicy(Tool):

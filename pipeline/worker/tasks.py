@@ -1,5 +1,10 @@
-"""Thin task entry points. Each takes ids, calls into ``pipeline`` and decides only what Celery should do
-next (go on with the chain, or stop it). :func:`register` binds them to an app under their stable names."""
+"""The ``rubot.*`` Celery tasks. Each takes ids, calls into the engine and decides only what Celery should do
+next (go on with the chain, or stop it). :func:`register` binds them to any Celery app — Rubot's own or a
+host's — under their stable names, with the delivery options Rubot relies on set on each task (JSON, late
+acknowledgement, reject on worker loss), so a host app's own defaults do not change how Rubot's tasks behave.
+
+Every task uses the runtime it was registered with (never a thread-local current app).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,22 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from pipeline import api
-from pipeline.engine import compiler, dispatch, executor
+from pipeline import api, batches
+from pipeline.engine import compiler, dispatch, executor, expiry, recovery
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import ModelError, ModelUnavailable
 from pipeline.llm import agent_loop, tool_calls
 from pipeline.runtime import Runtime
 
+RECOVER_TASK = "rubot.recover"
+SCHEDULED_TASK = "rubot.scheduled"
+
+# How every Rubot task is delivered, whatever the app's defaults: JSON only; acknowledged after the work is
+# recorded in SQL; a message of a worker that died comes back.
+DELIVERY = {"serializer": "json", "acks_late": True, "reject_on_worker_lost": True, "shared": False}
 # Infrastructure hiccups (database restarted, connection dropped) are retried; everything else is a run outcome.
 RETRY = {
+    **DELIVERY,
     "autoretry_for": (OperationalError, InterfaceError),
     "retry_backoff": True,
     "retry_backoff_max": 30,
@@ -27,8 +39,13 @@ MODEL_RETRIES = 8
 
 def register(app: Celery, runtime: Runtime) -> None:
     """Register the ``rubot.*`` tasks on ``app``; they use ``runtime`` (never a thread-local current app)."""
+    _register_runs(app, runtime)
+    _register_sweeps(app, runtime)
 
-    @app.task(name=compiler.STEP_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
+
+def _register_runs(app: Celery, runtime: Runtime) -> None:
+
+    @app.task(name=compiler.STEP_TASK, bind=True, ignore_result=True, **RETRY)
     def step(self: Any, run_id: str, step_name: str) -> str:
         redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
         outcome = executor.execute_step(runtime, run_id, step_name, task_id=self.request.id, redelivered=redelivered)
@@ -43,20 +60,20 @@ def register(app: Celery, runtime: Runtime) -> None:
         # Chord members return their own id so the join can forget their result keys.
         return self.request.id
 
-    @app.task(name=compiler.JOIN_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
+    @app.task(name=compiler.JOIN_TASK, bind=True, ignore_result=True, **RETRY)
     def join(self: Any, results: list[Any], run_id: str, group_name: str) -> None:
         if not dispatch.join(runtime, results, run_id, group_name):
             self.request.chain = None
 
-    @app.task(name=compiler.FINISH_TASK, shared=False, ignore_result=True, **RETRY)
+    @app.task(name=compiler.FINISH_TASK, ignore_result=True, **RETRY)
     def finish(run_id: str) -> None:
         dispatch.finish(runtime, run_id)
 
-    @app.task(name=compiler.RESUME_TASK, shared=False, ignore_result=True, **RETRY)
+    @app.task(name=compiler.RESUME_TASK, ignore_result=True, **RETRY)
     def resume(run_id: str, expected_seq: int | None = None) -> None:
         dispatch.resume(runtime, run_id, expected_seq)
 
-    @app.task(name=compiler.LAUNCH_TASK, shared=False, ignore_result=True, **RETRY)
+    @app.task(name=compiler.LAUNCH_TASK, ignore_result=True, **RETRY)
     def launch(
         workflow: str, input: Any = None, subject: Any = None, context: Any = None, run_id: str | None = None
     ) -> str:
@@ -65,7 +82,7 @@ def register(app: Celery, runtime: Runtime) -> None:
             runtime, workflow, input=input, subject=subject, context=context, run_id=run_id, record_invalid=True
         )
 
-    @app.task(name=agent_loop.TURN_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
+    @app.task(name=agent_loop.TURN_TASK, bind=True, ignore_result=True, **RETRY)
     def agent_turn(self: Any, run_id: str, step: str, n: int) -> None:
         try:
             agent_loop.run_turn(runtime, run_id, step, n, task_id=self.request.id)
@@ -80,12 +97,30 @@ def register(app: Celery, runtime: Runtime) -> None:
         except ModelError as exc:
             agent_loop.model_error_to_failure(runtime, run_id, step, exc)
 
-    @app.task(name=tool_calls.TOOL_TASK, shared=False, bind=True, ignore_result=True, **RETRY)
+    @app.task(name=tool_calls.TOOL_TASK, bind=True, ignore_result=True, **RETRY)
     def agent_tool(self: Any, run_id: str, step: str, n: int, call_id: str) -> str:
         if not tool_calls.run_tool_call(runtime, run_id, step, n, call_id, task_id=self.request.id):
             self.request.chain = None  # parked for approval: the decision sends this call and the next turn
         return self.request.id  # lets the chord body forget this result key
 
-    @app.task(name=compiler.FORGET_TASK, shared=False, ignore_result=True)
+    @app.task(name=compiler.FORGET_TASK, ignore_result=True, **DELIVERY)
     def forget_results(results: list[Any]) -> None:
         dispatch.forget_results(runtime, results)
+
+
+def _register_sweeps(app: Celery, runtime: Runtime) -> None:
+    # No autoretry: the sweeps are idempotent and beat sends the next one within a sweep interval anyway.
+    @app.task(name=RECOVER_TASK, ignore_result=True, **DELIVERY)
+    def recover() -> int:
+        """Take over the work of dead workers (beat, every half lease)."""
+        return len(recovery.sweep(runtime))
+
+    @app.task(name=expiry.SWEEP_TASK, ignore_result=True, **DELIVERY)
+    def expire_approvals() -> int:
+        """Resolve the approvals past their deadline (reject or escalate); returns how many it resolved."""
+        return len(expiry.expire_approvals(runtime))
+
+    @app.task(name=SCHEDULED_TASK, ignore_result=True, **RETRY)
+    def scheduled(name: str, tick: str | None = None) -> str:
+        """A beat tick of schedule ``name``: launch its run (or batch) once, whichever beat sent it."""
+        return batches.fire(runtime, name, tick)
