@@ -43,6 +43,12 @@ def build(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.approval_sweep_seconds,
                 "options": {"expires": settings.approval_sweep_seconds},
             },
+            # Ended Message Batches: record their turns and resume the parked runs (pipeline/llm/batch_collect.py).
+            "rubot-collect-batches": {
+                "task": "rubot.collect_batches",
+                "schedule": settings.batch_poll_seconds,
+                "options": {"expires": settings.batch_poll_seconds},
+            },
         },
     }
     if settings.embedded:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from config.pricing import PRICES
+from config.pricing import CACHE_MINIMUMS, PRICES
+from pipeline.definitions.agent import DEFAULT_MODEL
+from pipeline.errors import ConfigurationError
 from pipeline.llm.pricing import ModelPrice, load_price_table, price_table
+from pipeline.models.caching import TTLS
 from pipeline.settings import Settings
 
 
@@ -28,7 +32,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         workflow_modules=modules,
         queue=env.get("RUBOT_QUEUE", "rubot"),
         model_provider=env.get("RUBOT_MODEL_PROVIDER", "auto"),
-        default_model=env.get("RUBOT_MODEL", "claude-sonnet-4-5"),
+        default_model=env.get("RUBOT_MODEL", DEFAULT_MODEL),
         anthropic_api_key=api_key,
         anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
         result_expires=int(env.get("RUBOT_RESULT_EXPIRES", "3600")),
@@ -41,7 +45,31 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         redis_key_prefix=env.get("RUBOT_REDIS_KEY_PREFIX", ""),
         log_level=env.get("RUBOT_LOG_LEVEL", "INFO"),
         prices=_prices(env),
+        cache_minimums=dict(CACHE_MINIMUMS),
+        cache_ttl=_choice(env, "RUBOT_CACHE_TTL", "5m", TTLS),
+        batch_poll_seconds=_number(env, "RUBOT_BATCH_POLL_SECONDS", 60.0, float),
+        batch_max_attempts=_number(env, "RUBOT_BATCH_MAX_ATTEMPTS", 3, int),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default)
+    if value not in allowed:
+        raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type) -> Any:
+    raw = env.get(name)
+    if raw is None:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a positive {kind.__name__}, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
+    return value
 
 
 def _prices(env: Mapping[str, str]) -> dict[str, ModelPrice]:

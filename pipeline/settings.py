@@ -24,7 +24,7 @@ class Settings:
     workflow_modules: tuple[str, ...] = ("agents.conference_travel",)
     queue: str = "rubot"
     model_provider: str = "auto"
-    default_model: str = "claude-sonnet-4-5"
+    default_model: str = "claude-sonnet-4-6"
     anthropic_api_key: str | None = field(default=None, repr=False)
     anthropic_base_url: str | None = None
     #: Concurrency caps on runs in ``running`` (see pipeline/admission.py).
@@ -45,6 +45,14 @@ class Settings:
     # Model -> price (USD per MTok), filled by config.settings.load() from config/pricing.py and
     # RUBOT_PRICES_FILE. Empty by default: a model without a price fails cost accounting (closed), it is not free.
     prices: Mapping[str, ModelPrice] = field(default_factory=dict, hash=False)
+    #: Model -> minimum cacheable prompt length in tokens (config/pricing.py); unknown models use 4,096.
+    cache_minimums: Mapping[str, int] = field(default_factory=dict, hash=False)
+    #: TTL of the prompt-cache breakpoints of agents that do not set ``cache_ttl``: "5m" or "1h".
+    cache_ttl: str = "5m"
+    #: How often beat runs ``rubot.collect_batches`` (Message Batches results).
+    batch_poll_seconds: float = 60.0
+    #: Submissions of one turn through the Message Batches API before an errored or expired request fails the run.
+    batch_max_attempts: int = 3
 
     @property
     def embedded(self) -> bool:
