@@ -97,7 +97,7 @@ class MessagesStandIn:
         self.batches = BatchStore()
         #: When set, ``count_tokens`` answers with this HTTP error status (to exercise the local fallback).
         self.count_tokens_status: int | None = None
-        self._holding = False
+        self._holding: int | None = 0  # requests still to hold (None: all of them)
         self._release = threading.Event()
         self._held = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -140,15 +140,18 @@ class MessagesStandIn:
 
     # --- test controls -----------------------------------------------------------------------------------
 
-    def hold(self) -> None:
-        """From now on, charge each model request but hold its response until :meth:`release`."""
-        self._release.clear()
-        self._holding = True
+    def hold(self, requests: int | None = None) -> None:
+        """Charge the next ``requests`` model requests (all, when None) but hold their responses until
+        :meth:`release` — as if the network or the client died while the provider was answering."""
+        with self._lock:
+            self._release.clear()
+            self._holding = requests
 
     def release(self) -> None:
         """Send the held responses (to whoever is still listening) and stop holding."""
-        self._holding = False
-        self._release.set()
+        with self._lock:
+            self._holding = 0
+            self._release.set()
 
     @property
     def held(self) -> int:
@@ -208,7 +211,7 @@ class MessagesStandIn:
             return _error(ErrorReply(400, "request body is not a JSON object"))
         if method == "POST" and path == MESSAGES:
             answer = self._play(recorded.body, batch=False)
-            if answer[0] == 200 and self._holding:
+            if answer[0] == 200 and self._take_hold():
                 self._hold()
             return answer
         if method == "POST" and path == COUNT:
@@ -218,6 +221,15 @@ class MessagesStandIn:
         if path.startswith(BATCHES):
             return self._batch_call(method, path[len(BATCHES) :].strip("/").split("/"), recorded.body)
         return _error(ErrorReply(404, f"stand-in does not serve {method} {path}", error_type="not_found_error"))
+
+    def _take_hold(self) -> bool:
+        with self._lock:
+            if self._holding is None:
+                return True
+            if self._holding > 0:
+                self._holding -= 1
+                return True
+            return False
 
     def _hold(self) -> None:
         with self._lock:
