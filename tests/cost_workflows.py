@@ -159,3 +159,39 @@ def script() -> list:
     ]
     answer = {"resolution": "The parcel is lost; the double charge and the order are refunded.", "refund_cents": 4580}
     return [*turns, reply(tool_uses=[("final_answer", answer)])]
+
+
+class IssueRefund(Tool):
+    """Every refund from the desk needs a team lead's approval, which may take a while."""
+
+    description = "Refund an order (needs a team lead's approval)."
+    side_effects = True
+    approval_role = "team_lead"
+    input_schema = {"order_id": fields.Integer(required=True), "amount_cents": fields.Integer(required=True)}
+
+    def requires_approval(self, *, order_id, amount_cents):
+        return f"Refund of {amount_cents} cents on order {order_id}"
+
+    def call(self, *, order_id, amount_cents):
+        return {"refund_id": f"re_{order_id}", "amount_cents": amount_cents}
+
+
+def _approval_desk(ttl: str) -> type[Workflow]:
+    base = WORKFLOWS[("sonnet", "conversation", ttl)].step_named("desk").agent
+    agent = type(
+        f"RefundDeskAgent_{ttl}", (base,), {"name": f"refund_desk_agent_{ttl}", "tools": (*TOOLS, IssueRefund)}
+    )
+    return types.new_class(f"RefundDesk_{ttl}", (Workflow,), exec_body=lambda ns: ns.update(desk=agent_step(agent)))
+
+
+APPROVAL_WORKFLOWS = {ttl: _approval_desk(ttl) for ttl in ("5m", "1h")}
+
+
+def approval_script() -> list:
+    """Look the order up, ask for a refund (the run parks for approval), answer."""
+    answer = {"resolution": "Refunded after approval.", "refund_cents": 4580}
+    return [
+        reply(tool_uses=[("order_details", {"order_id": 4711})]),
+        reply(tool_uses=[("issue_refund", {"order_id": 4711, "amount_cents": 4580})]),
+        reply(tool_uses=[("final_answer", answer)]),
+    ]

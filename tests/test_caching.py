@@ -242,3 +242,31 @@ def test_on_haiku_the_old_placement_saves_nothing_and_the_first_turns_are_under_
     now, now_bill = run_desk(stack, "haiku", "conversation")
     writes = [c.usage.cache_write_tokens for c in now_bill.charges]
     assert writes[0] == 0 and any(writes)
+
+
+@pytest.mark.parametrize(("ttl", "survives"), [("5m", False), ("1h", True)])
+def test_a_one_hour_ttl_keeps_the_conversation_cached_across_an_approval_pause(stack, ttl, survives):
+    # Given an agent whose refund waits twenty minutes for a team lead
+    stand_in = MessagesStandIn(
+        cw.approval_script(), prices=stack.settings.prices, cache_minimums=stack.settings.cache_minimums
+    )
+    previous, stack.runtime.model = stack.runtime.model, AnthropicModel("test-key", base_url=stand_in.url)
+    try:
+        run = pipeline.run(cw.APPROVAL_WORKFLOWS[ttl], input=cw.INPUT, timeout=60)
+        assert run.waiting_for_approval, run.error
+        stand_in.advance(20 * 60)
+        run.approve(approved_by="lead@example.com")
+        run = pipeline.wait(run, timeout=60)
+    finally:
+        stack.runtime.model = previous
+        stand_in.close()
+
+    # Then the turn after the pause reads the conversation from the cache only with the 1-hour TTL
+    assert run.status == "completed", run.error
+    first, second, after_pause = (charge.usage for charge in stand_in.charges)
+    assert (after_pause.cache_read_tokens > 0) is survives
+    if survives:
+        assert after_pause.cache_read_tokens == second.prompt_tokens  # everything before the pause
+    # 1-hour writes are reported and priced at their own rate (2x input instead of 1.25x)
+    assert (first.cache_write_1h_tokens == first.cache_write_tokens > 0) is survives
+    assert run.cost_micros == stand_in.billed_micros
