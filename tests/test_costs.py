@@ -14,6 +14,7 @@ from pipeline.models.anthropic import AnthropicModel
 from pipeline.store.tables import utcnow
 from pipeline.testing import MessagesStandIn, reply
 from pipeline.web.api import run_json
+from pipeline.web.app import create_app
 from scripts import output
 from tests import agent_workflows as aw
 from tests.conftest import sink_lines
@@ -84,6 +85,9 @@ def test_a_response_lost_to_a_timeout_is_charged_at_an_estimate_never_below_the_
     data = run_json(run)
     assert data["estimated_cost_micros"] == run.estimated_cost_micros
     assert [e["estimated"] for e in data["ledger"] if e["kind"] == "model_charge_estimate"] == [True]
+    page = create_app(stack.runtime, secret_key="test-secret-key").test_client().get(f"/runs/{run.id}")
+    assert f"of which {run.estimated_cost_usd:.6f} estimated" in " ".join(page.get_data(as_text=True).split())
+    assert output.run_table([run])[-1].split()[-4].startswith("~$")
 
 
 def test_a_tool_shows_the_model_its_projection_and_the_ledger_keeps_the_full_result(stack, model, sink):
