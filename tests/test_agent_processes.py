@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import pipeline
 from pipeline.testing import MessagesStandIn, reply
 from tests import agent_workflows as aw
@@ -64,7 +66,10 @@ def test_killing_the_worker_after_a_recorded_turn_reruns_no_turn_and_no_side_eff
     assert [e.op_key for e in run.effects if e.kind == "model_turn"] == ["desk/turn-1"]
 
 
-def test_a_worker_killed_while_its_model_request_is_in_flight_never_leaves_the_cost_below_the_bill(production, sink):
+@pytest.mark.parametrize("taken_over_by", ["sweeper", "redelivery"])
+def test_a_worker_killed_while_its_model_request_is_in_flight_never_leaves_the_cost_below_the_bill(
+    production, sink, taken_over_by
+):
     from pipeline.engine import recovery
 
     # Given a worker process on the real SDK, and a provider that bills the first request but holds its answer
@@ -96,12 +101,14 @@ def test_a_worker_killed_while_its_model_request_is_in_flight_never_leaves_the_c
         stand_in.release()
         assert len(stand_in.charges) == 1
 
-        # Then, once the turn is taken over (a redelivery or the sweeper), the run completes ...
+        # Then, once the turn is taken over — by the sweeper (which counts tokens locally, holding the run's lock)
+        # or by the redelivered turn message (which asks the token-counting endpoint) — the run completes ...
         replacement = production.start_worker_process(concurrency=1)
+        sweep = taken_over_by == "sweeper"
         try:
             eventually(
                 lambda: (
-                    recovery.sweep(production.runtime) is not None
+                    (not sweep or recovery.sweep(production.runtime) is not None)
                     and pipeline.get_run(run.id).status in ("completed", "failed", "dead_letter")
                 ),
                 timeout=90,
@@ -118,4 +125,5 @@ def test_a_worker_killed_while_its_model_request_is_in_flight_never_leaves_the_c
     assert run.estimated_cost_micros > 0
     estimates = [e for e in run.events if e.type == "model.turn_estimated"]
     assert len(estimates) == 1 and estimates[0].data["estimated"] is True and estimates[0].step == "desk"
+    assert estimates[0].data["counted_by"] == ("local_upper_bound" if sweep else "count_tokens")
     assert [e.op_key for e in run.effects if e.kind == "model_turn"] == ["desk/turn-1", "desk/turn-2"]

@@ -3,12 +3,16 @@ is half. The real SDK drives the stand-in's batch endpoints; a real worker runs 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from celery.worker import state as worker_state
 
 import pipeline
+from pipeline.engine import recovery
 from pipeline.llm import batch_collect
 from pipeline.models.anthropic import AnthropicModel
+from pipeline.store.tables import utcnow
 from pipeline.testing import MessagesStandIn, reply
 from tests import agent_workflows as aw
 from tests.conftest import eventually, sink_lines
@@ -57,6 +61,8 @@ def parked_on_batch(stack, run, submitted: int) -> None:
     assert eventually(lambda: stack.queue_length() == 0 and not worker_state.active_requests, what="worker idle")
     assert stack.result_keys() == []
     assert run.refresh().status == "running"
+    # and the sweeper, even an hour on, does not mistake the wait for a dead worker or a stalled run
+    assert run.id not in recovery.sweep(stack.runtime, now=utcnow() + timedelta(hours=1))
 
 
 def test_a_batch_agent_step_parks_between_turns_completes_through_the_batch_api_and_costs_half(stack, billing, sink):
@@ -150,3 +156,23 @@ def test_cancelling_a_run_that_waits_on_a_batch_cancels_the_batch(stack, billing
     eventually(lambda: events(run, "model.batch_canceled"), what="request settled as canceled")
     run = run.refresh()
     assert run.status == "cancelled" and run.cost_micros == 0 and stand_in.charges == []
+
+
+def test_two_collects_that_both_saw_a_request_waiting_record_its_turn_once(stack, billing):
+    # Given a turn whose batch has ended, seen as waiting by two overlapping collects
+    stand_in = billing(script())
+    run = pipeline.enqueue(aw.BatchSupportWorkflow, input=SUPPORT)
+    parked_on_batch(stack, run, 1)
+    stand_in.end_batches()
+    [batch] = stand_in.batches.all()
+    results = {item.custom_id: item for item in stack.runtime.model.batch_results(batch.id)}
+
+    # When both settle it
+    first = batch_collect._settle(stack.runtime, run.id, "desk/turn-1/batch-1", results)
+    second = batch_collect._settle(stack.runtime, run.id, "desk/turn-1/batch-1", results)
+
+    # Then the turn is recorded and continued once: one turn event, one next submission
+    assert (first, second) == ("succeeded", None)
+    parked_on_batch(stack, run, 2)
+    assert len(events(run, "model.turn")) == 1 and len(events(run, "model.batch_succeeded")) == 1
+    assert len(stand_in.batches.all()) == 2 and run.refresh().cost_micros == stand_in.billed_micros
