@@ -161,33 +161,36 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
 def _call_model(
     runtime: Runtime, run_id: str, workflow: str, step: str, n: int, agent: type, call: _Call
 ) -> ModelResponse:
-    request = call.request
-    if call.lost:  # earlier attempts of this turn died with their worker: they may have been billed
-        charges.record_lost(runtime, run_id, step, n, agent, request, call.lost, batch=False, why="worker lost")
-    runtime.hooks.call(
-        "model_turn_started",
-        ModelTurnInfo(
-            run_id=run_id,
-            workflow=workflow,
-            step=step,
-            turn=n,
-            agent=agent.name,
-            model=request.model,
-            provider=runtime.model.name,
-        ),
-    )
+    request, op = call.request, turn_op(step, n)
     started = time.monotonic()
     try:
-        with leases.heartbeat(runtime, run_id, turn_op(step, n)):
-            response = runtime.model.create_message(request)
-    except ModelError as exc:
-        if exc.maybe_billed:  # sent, but the answer never came (a read timeout, a dropped connection)
-            why = f"response lost ({(exc.details or {}).get('error', type(exc).__name__)})"
-            charges.record_lost(runtime, run_id, step, n, agent, request, [call.attempt], batch=False, why=why)
-        leases.release(runtime, run_id, turn_op(step, n))  # the turn is asked again by the task's retry
-        raise
+        # Everything under the heartbeat, charging lost attempts included: a slow token count must not let the
+        # lease lapse while this delivery still means to send.
+        with leases.heartbeat(runtime, run_id, op):
+            if call.lost:  # earlier attempts of this turn died with their worker: they may have been billed
+                charges.record_lost(runtime, run_id, step, n, agent, request, call.lost, batch=False, why="worker lost")
+            runtime.hooks.call(
+                "model_turn_started",
+                ModelTurnInfo(
+                    run_id=run_id,
+                    workflow=workflow,
+                    step=step,
+                    turn=n,
+                    agent=agent.name,
+                    model=request.model,
+                    provider=runtime.model.name,
+                ),
+            )
+            started = time.monotonic()
+            try:
+                response = runtime.model.create_message(request)
+            except ModelError as exc:
+                if exc.maybe_billed:  # sent, but the answer never came (a read timeout, a dropped connection)
+                    why = f"response lost ({(exc.details or {}).get('error', type(exc).__name__)})"
+                    charges.record_lost(runtime, run_id, step, n, agent, request, [call.attempt], batch=False, why=why)
+                raise
     except BaseException:
-        leases.release(runtime, run_id, turn_op(step, n))
+        leases.release(runtime, run_id, op)  # no response: the turn is asked again by the task's retry
         raise
     return charges.record_turn(runtime, run_id, step, n, agent, response, time.monotonic() - started)
 

@@ -108,12 +108,12 @@ def prepare(
 
 def send(runtime: Runtime, run_id: str, sub: Submission) -> None:
     """Create the batch and park the run on it."""
-    if sub.lost:
-        charges.record_lost(
-            runtime, run_id, sub.step, sub.n, sub.agent, sub.request, sub.lost, batch=True, why="worker lost"
-        )
     try:
         with leases.heartbeat(runtime, run_id, sub.op):
+            if sub.lost:
+                charges.record_lost(
+                    runtime, run_id, sub.step, sub.n, sub.agent, sub.request, sub.lost, batch=True, why="worker lost"
+                )
             info = runtime.model.submit_batch([(sub.custom_id, sub.request)])  # type: ignore[attr-defined]
     except ModelError as exc:
         _not_submitted(runtime, run_id, sub, exc)
