@@ -53,6 +53,13 @@ class ConfigurationError(DefinitionError):
     reason = "configuration_error"
 
 
+class UnpricedModel(ConfigurationError):
+    """An agent's model has no entry in the price table. Rubot refuses to call it: its cost could not be recorded
+    (budgets would be blind), so the run fails before any request is sent."""
+
+    reason = "unpriced_model"
+
+
 class WaitInsideTaskError(DefinitionError):
     """``pipeline.run``/``pipeline.wait`` was called inside a worker task, where waiting would deadlock."""
 
@@ -135,6 +142,9 @@ class ModelError(RunError):
 
     reason = "model_error"
     retryable: bool = False
+    #: True when the request may have reached the provider (and been billed) although no response came back:
+    #: a read timeout or a connection lost after sending. The agent loop then records an estimated charge.
+    maybe_billed: bool = False
 
 
 class ModelUnavailable(ModelError):
@@ -155,10 +165,18 @@ class ModelUnavailable(ModelError):
         retry_after: float | None = None,
         details: Any = None,
         reason: str | None = None,
+        maybe_billed: bool = False,
     ) -> None:
         super().__init__(message, details=details, reason=reason)
         self.status = status
         self.retry_after = retry_after
+        self.maybe_billed = maybe_billed
+
+
+class BatchFailed(RunError):
+    """A turn sent through the Message Batches API errored, expired or was cancelled more often than allowed."""
+
+    reason = "batch_failed"
 
 
 class NotSerializable(RunError):

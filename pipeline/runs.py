@@ -37,6 +37,9 @@ class Run:
         self.error: dict[str, Any] | None = row.error
         self.tokens = Usage(row.input_tokens, row.output_tokens, row.cache_write_tokens, row.cache_read_tokens)
         self.cost_micros: int = row.cost_micros
+        #: The part of ``cost_micros`` that is estimated: requests that may have been billed but whose response was
+        #: lost (see the ``model.turn_estimated`` events). An upper bound, so the total is never below the bill.
+        self.estimated_cost_micros: int = row.estimated_cost_micros or 0
         self.counters: dict[str, int] = dict(row.counters or {})
         self.recoveries: int = row.recoveries or 0
         self.created_at, self.started_at, self.finished_at = row.created_at, row.started_at, row.finished_at
@@ -73,6 +76,11 @@ class Run:
     def cost_usd(self) -> float:
         """Cost in US dollars (stored exactly as integer micro-dollars in ``cost_micros``)."""
         return self.cost_micros / 1_000_000
+
+    @property
+    def estimated_cost_usd(self) -> float:
+        """The estimated part of :attr:`cost_usd`."""
+        return self.estimated_cost_micros / 1_000_000
 
     # --- lazily loaded trail -------------------------------------------------------------------------------
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.definitions.agent import DEFAULT_MODEL
 from pipeline.errors import ConfigurationError
-from pipeline.llm.default_prices import PRICES
+from pipeline.llm.default_prices import CACHE_MINIMUMS, PRICES
 from pipeline.llm.pricing import ModelPrice, load_price_table, price_table
+from pipeline.models.caching import TTLS
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Settings:
     workflow_modules: tuple[str, ...] = ()
     queue: str = "rubot"
     model_provider: str = "auto"
-    default_model: str = "claude-sonnet-4-5"
+    default_model: str = DEFAULT_MODEL
     anthropic_api_key: str | None = field(default=None, repr=False)
     anthropic_base_url: str | None = None
     #: Concurrency caps on runs in ``running`` (see pipeline/admission.py).
@@ -52,6 +54,14 @@ class Settings:
     prices: Mapping[str, ModelPrice] = field(default_factory=dict, hash=False)
     #: Beat schedules from configuration (``RUBOT_SCHEDULES``): name -> entry, see :mod:`pipeline.schedules`.
     schedules: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: Model -> minimum cacheable prompt length in tokens (pipeline/llm/default_prices.py); unknown models use 4,096.
+    cache_minimums: Mapping[str, int] = field(default_factory=dict, hash=False)
+    #: TTL of the prompt-cache breakpoints of agents that do not set ``cache_ttl``: "5m" or "1h".
+    cache_ttl: str = "5m"
+    #: How often beat runs ``rubot.collect_batches`` (Message Batches results).
+    batch_poll_seconds: float = 60.0
+    #: Submissions of one turn through the Message Batches API before an errored or expired request fails the run.
+    batch_max_attempts: int = 3
 
     @property
     def embedded(self) -> bool:
@@ -80,7 +90,7 @@ def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any
         workflow_modules=names(env.get("RUBOT_WORKFLOW_MODULES"), what="RUBOT_WORKFLOW_MODULES"),
         queue=str(env.get("RUBOT_QUEUE") or "rubot"),
         model_provider=str(env.get("RUBOT_MODEL_PROVIDER") or "auto"),
-        default_model=str(env.get("RUBOT_MODEL") or "claude-sonnet-4-5"),
+        default_model=str(env.get("RUBOT_MODEL") or DEFAULT_MODEL),
         anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
         anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
         result_expires=number(env, "RUBOT_RESULT_EXPIRES", 3600, int),
@@ -94,6 +104,10 @@ def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any
         log_level=str(env.get("RUBOT_LOG_LEVEL") or "INFO"),
         prices=prices(env.get("RUBOT_PRICES_FILE")),
         schedules=schedule_table(env.get("RUBOT_SCHEDULES")),
+        cache_minimums=dict(CACHE_MINIMUMS),
+        cache_ttl=choice(env, "RUBOT_CACHE_TTL", "5m", TTLS),
+        batch_poll_seconds=positive(env, "RUBOT_BATCH_POLL_SECONDS", 60.0, float),
+        batch_max_attempts=positive(env, "RUBOT_BATCH_MAX_ATTEMPTS", 3, int),
     )
 
 
@@ -118,6 +132,21 @@ def number(env: Mapping[str, Any], name: str, default: int | float, kind: type) 
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
     if value < 0:
         raise ConfigurationError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def positive(env: Mapping[str, Any], name: str, default: int | float, kind: type) -> Any:
+    """:func:`number`, and more than zero."""
+    value = number(env, name, default, kind)
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be a positive {kind.__name__}, got {env.get(name)!r}")
+    return value
+
+
+def choice(env: Mapping[str, Any], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = str(env.get(name) or default)
+    if value not in allowed:
+        raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 

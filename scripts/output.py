@@ -29,8 +29,9 @@ def when(moment: datetime | None) -> str:
 
 
 def cost(run: Run) -> str:
-    """Cost and token totals in one cell, e.g. ``$0.0123 / 4,210 tok``."""
-    return f"${run.cost_usd:.4f} / {run.tokens.total:,} tok"
+    """Cost and token totals in one cell, e.g. ``$0.0123 / 4,210 tok`` (``~$`` when part of it is estimated)."""
+    mark = "~" if run.estimated_cost_micros else ""
+    return f"{mark}${run.cost_usd:.4f} / {run.tokens.total:,} tok"
 
 
 def clip(text: str, width: int = SHORT) -> str:
@@ -119,12 +120,20 @@ def approval_lines(approvals: Sequence[Approval], *, indent: str = "  ") -> list
     return table(["id", "step", "role", "status", "by", "decided", "comment / reason"], rows, indent=indent)
 
 
+def _estimated(run: Run) -> str:
+    if not run.estimated_cost_micros:
+        return ""
+    return f" (includes ${run.estimated_cost_usd:.6f} estimated for requests whose response was lost)"
+
+
 def effect_lines(effects: Sequence[Effect], *, indent: str = "  ") -> list[str]:
     if not effects:
         return [f"{indent}(none)"]
-    return table(
-        ["op_key", "kind", "recorded"], [[e.op_key, e.kind, when(e.created_at)] for e in effects], indent=indent
-    )
+    rows = [
+        [e.op_key, e.kind + (" (estimated)" if e.kind == "model_charge_estimate" else ""), when(e.created_at)]
+        for e in effects
+    ]
+    return table(["op_key", "kind", "recorded"], rows, indent=indent)
 
 
 def run_table(runs: Sequence[Run]) -> list[str]:
@@ -145,7 +154,7 @@ def run_detail(run: Run, *, full: bool = False) -> list[str]:
         ("created", when(run.created_at)),
         ("started", when(run.started_at)),
         ("finished", when(run.finished_at)),
-        ("cost", f"${run.cost_usd:.6f}"),
+        ("cost", f"${run.cost_usd:.6f}" + _estimated(run)),
         (
             "tokens",
             f"{usage.total:,} (input {usage.input_tokens:,}, output {usage.output_tokens:,}, "

@@ -111,3 +111,62 @@ class TightWorkflow(Workflow):
 class BudgetedWorkflow(Workflow):
     max_tokens = 500
     desk = agent_step(SupportAgent)
+
+
+class UnpricedAgent(SupportAgent):
+    model = "claude-unpriced-9"  # in no price table
+
+
+class UnpricedWorkflow(Workflow):
+    desk = agent_step(UnpricedAgent)
+
+
+class LookupCustomer(Tool):
+    """A tool whose result is mostly noise to the model: it shows the model only what it needs."""
+
+    description = "Look up a customer."
+    input_schema = {"customer_id": fields.String(required=True)}
+
+    def call(self, *, customer_id):
+        record(f"customer {customer_id}")
+        return {
+            "id": customer_id,
+            "tier": "gold",
+            "email": "ada@example.com",
+            "audit": [{"at": f"2026-11-{d:02d}", "what": "login"} for d in range(1, 21)],
+        }
+
+    def for_model(self, result):
+        return {"id": result["id"], "tier": result["tier"]}
+
+
+class BrokenProjection(Tool):
+    description = "A tool whose projection fails."
+    input_schema = {"key": fields.String(required=True)}
+
+    def call(self, *, key):
+        record(f"broken {key}")
+        return {"key": key, "secret": "not for the model"}
+
+    def for_model(self, result):
+        raise KeyError("missing")
+
+
+class ProjectingAgent(SupportAgent):
+    tools = (LookupCustomer, BrokenProjection)
+
+
+class ProjectingWorkflow(Workflow):
+    desk = agent_step(ProjectingAgent)
+
+
+class BatchSupportWorkflow(Workflow):
+    """SupportWorkflow with its agent step sent through the Message Batches API."""
+
+    input_schema = SupportWorkflow.input_schema
+    policy = NoRefundsOnSundays()
+    desk = agent_step(SupportAgent, batch=True)
+
+    @step
+    def close(self):
+        return {**self.run.state["desk"], "closed": True}

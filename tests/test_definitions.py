@@ -213,3 +213,22 @@ def stack_free_app():
     from celery import Celery
 
     return Celery("compile-only", set_as_current=False)
+
+
+def test_bad_caching_settings_on_an_agent_fail_at_class_creation():
+    base = {"instructions": "x", "output_schema": {"ok": fields.Boolean(required=True)}}
+    with pytest.raises(DefinitionError, match=r"BadCache\.prompt_caching must be one of"):
+        type("BadCache", (Agent,), {**base, "prompt_caching": "always"})
+    with pytest.raises(DefinitionError, match=r"BadTtl\.cache_ttl must be one of \('5m', '1h'\) or None"):
+        type("BadTtl", (Agent,), {**base, "cache_ttl": "2h"})
+
+
+def test_agent_step_batch_must_be_a_boolean():
+    class Batchy(Agent):
+        instructions = "x"
+        output_schema = {"ok": fields.Boolean(required=True)}
+
+    with pytest.raises(DefinitionError, match=r"Bad\.review: agent_step\(batch=\.\.\.\) must be True or False"):
+
+        class Bad(Workflow):
+            review = agent_step(Batchy, batch="yes")

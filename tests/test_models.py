@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import socket
 from collections.abc import Iterator
 from decimal import Decimal
@@ -385,3 +386,116 @@ def test_scripted_model_raises_provider_errors_and_reports_exhaustion():
     with pytest.raises(ModelError, match="script exhausted: turn #3"):
         model.create_message(make_request())
     assert len(model.requests) == 3
+
+
+# --- current models and their prices ----------------------------------------------------------------------------
+
+
+def _sdk_models() -> list[str]:
+    import typing
+
+    from anthropic.types import ModelParam
+
+    literal = next(arg for arg in typing.get_args(ModelParam) if typing.get_origin(arg) is typing.Literal)
+    return list(typing.get_args(literal))
+
+
+def _retired(model: str, today) -> bool:
+    from datetime import datetime
+
+    from anthropic._data import DEPRECATED_MODELS
+
+    when = DEPRECATED_MODELS.get(model)
+    if when is None:
+        return False
+    day = datetime.strptime(re.sub(r"(\d)(st|nd|rd|th)", r"\1", when), "%B %d, %Y").date()
+    return day <= today
+
+
+def test_the_default_model_is_one_the_sdk_lists_and_has_not_retired(tmp_path: Path):
+    from datetime import date
+
+    from pipeline.definitions.agent import DEFAULT_MODEL
+    from pipeline.settings import Settings
+
+    settings = load({"RUBOT_HOME": str(tmp_path)})
+    assert settings.default_model == DEFAULT_MODEL == Settings("x", "y", "z").default_model
+    assert DEFAULT_MODEL in _sdk_models()
+    assert not _retired(DEFAULT_MODEL, date(2026, 11, 30))  # claude-sonnet-4-5's end of life, per the SDK's table
+
+
+def test_every_current_model_the_sdk_lists_has_a_price_with_both_cache_write_rates():
+    from datetime import date
+
+    current = [m for m in _sdk_models() if not _retired(m, date(2026, 11, 23))]
+    assert "claude-mythos-preview" not in current and "claude-sonnet-4-5" in current
+    missing = [m for m in current if price_for_or_none(m) is None]
+    assert missing == []
+    for model in current:
+        price = price_for(model, PRICES)
+        assert price.cache_write is not None and price.cache_write_1h is not None and price.cache_read is not None
+
+
+def price_for_or_none(model: str):
+    from pipeline.llm.pricing import find_price
+
+    return find_price(model, PRICES)
+
+
+def test_one_hour_writes_long_prompts_and_batches_are_priced_at_their_own_rates():
+    sonnet = price_for("claude-sonnet-4-6", PRICES)  # 3 in, 3.75 / 6 writes, 0.30 reads, 15 out
+    usage = Usage(
+        input_tokens=100, output_tokens=10, cache_write_tokens=1000, cache_read_tokens=2000, cache_write_1h_tokens=400
+    )
+    assert cost_micros(usage, sonnet) == 300 + 150 + 600 * Decimal("3.75") + 400 * 6 + 600  # 5,700
+    assert cost_micros(usage, sonnet, batch=True) == 2850
+    # Haiku 5.5 charges every token of a turn whose prompt is over 100,000 tokens at its long-prompt rates
+    haiku = price_for("claude-haiku-5-5", PRICES)
+    short, long = Usage(input_tokens=100_000, output_tokens=1000), Usage(input_tokens=100_001, output_tokens=1000)
+    assert cost_micros(short, haiku) == 10_000 + 500
+    assert cost_micros(long, haiku) == 50_001 + 2500  # 0.50 input, 2.50 output
+
+
+def test_an_estimate_is_an_upper_bound_rounded_up():
+    from pipeline.llm.pricing import ceiling_micros
+
+    sonnet = price_for("claude-sonnet-4-6", PRICES)
+    # every prompt token at the dearest write rate (6 for 1 h), plus the whole output allowance
+    assert ceiling_micros(1000, 100, sonnet) == 6000 + 1500
+    assert ceiling_micros(1, 0, price_for("claude-haiku-4-5", PRICES)) == 2  # 2 (1 h write): never rounded down
+    assert ceiling_micros(3, 0, price_for("claude-haiku-5-5", PRICES), batch=True) == 1  # 0.3 -> 1
+
+
+def test_a_long_prompt_tier_in_a_prices_file_is_validated(tmp_path: Path):
+    prices_file = tmp_path / "prices.json"
+    prices_file.write_text(json.dumps({"m": {"input": 1, "output": 2, "long_prompt": {"input": 3, "output": 4}}}))
+    with pytest.raises(ConfigurationError, match="above_tokens"):
+        load({"RUBOT_HOME": str(tmp_path), "RUBOT_PRICES_FILE": str(prices_file)})
+    prices_file.write_text(
+        json.dumps({"m": {"input": 1, "output": 2, "long_prompt": {"above_tokens": 10, "input": 3, "output": 4}}})
+    )
+    price = load({"RUBOT_HOME": str(tmp_path), "RUBOT_PRICES_FILE": str(prices_file)}).prices["m"]
+    assert cost_micros(Usage(input_tokens=11), price) == 33
+
+
+def test_bad_cache_and_batch_settings_are_clear_configuration_errors(tmp_path: Path):
+    with pytest.raises(ConfigurationError, match="RUBOT_CACHE_TTL must be one of 5m, 1h"):
+        load({"RUBOT_HOME": str(tmp_path), "RUBOT_CACHE_TTL": "2h"})
+    with pytest.raises(ConfigurationError, match="RUBOT_BATCH_MAX_ATTEMPTS must be a positive int"):
+        load({"RUBOT_HOME": str(tmp_path), "RUBOT_BATCH_MAX_ATTEMPTS": "0"})
+    assert load({"RUBOT_HOME": str(tmp_path), "RUBOT_CACHE_TTL": "1h"}).cache_ttl == "1h"
+
+
+def test_a_read_timeout_may_have_been_billed_a_refused_connection_was_not():
+    with MessagesStandIn() as closed:
+        url = closed.url
+    with pytest.raises(ModelUnavailable) as refused:
+        AnthropicModel(API_KEY, base_url=url).create_message(make_request())
+    assert refused.value.maybe_billed is False
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        host, port = listener.getsockname()
+        with pytest.raises(ModelUnavailable) as timed_out:
+            AnthropicModel(API_KEY, base_url=f"http://{host}:{port}", timeout=0.2).create_message(make_request())
+    assert timed_out.value.maybe_billed is True

@@ -11,7 +11,11 @@ from pipeline.definitions import registry, schemas
 from pipeline.definitions.tool import Tool, assign_name, resolve
 from pipeline.errors import DefinitionError, InvalidAgentInput, InvalidAgentOutput
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+#: The model of agents that name none, unless RUBOT_MODEL says otherwise: the newest Sonnet in the SDK's model list
+#: that answers without thinking blocks unless asked (Rubot's transcripts do not carry thinking blocks back).
+DEFAULT_MODEL = "claude-sonnet-4-6"
+CACHE_MODES = ("conversation", "prefix", "off")
+CACHE_TTLS = ("5m", "1h")
 
 
 class Agent:
@@ -39,6 +43,12 @@ class Agent:
     #: Tool results larger than this (bytes of JSON) are stored; the model gets a token for ``read_data``.
     result_cap_bytes: ClassVar[int] = 4096
     policy: ClassVar[Any] = None
+    #: Prompt caching: "conversation" (tools, system and the growing conversation; see pipeline.models.caching),
+    #: "prefix" (system and last tool only, the placement before conversation caching) or "off".
+    prompt_caching: ClassVar[str] = "conversation"
+    #: Cache lifetime, "5m" or "1h" (None: RUBOT_CACHE_TTL). "1h" keeps the conversation cached across an approval
+    #: pause of up to an hour; its cache writes cost 2x the input price instead of 1.25x.
+    cache_ttl: ClassVar[str | None] = None
 
     _input: ClassVar[type[Schema] | None]
     _output: ClassVar[type[Schema] | None]
@@ -58,6 +68,10 @@ class Agent:
                 raise DefinitionError(f"{owner}.{attr} must be a positive integer, got {value!r}")
         if not isinstance(cls.max_output_retries, int) or cls.max_output_retries < 0:
             raise DefinitionError(f"{owner}.max_output_retries must be a non-negative integer")
+        if cls.prompt_caching not in CACHE_MODES:
+            raise DefinitionError(f"{owner}.prompt_caching must be one of {CACHE_MODES}, got {cls.prompt_caching!r}")
+        if cls.cache_ttl is not None and cls.cache_ttl not in CACHE_TTLS:
+            raise DefinitionError(f"{owner}.cache_ttl must be one of {CACHE_TTLS} or None, got {cls.cache_ttl!r}")
         cls._input = schemas.make_schema(cls.input_schema, owner=owner, attribute="input_schema")
         cls._output = schemas.make_schema(cls.output_schema, owner=owner, attribute="output_schema")
         cls._tools = tuple(resolve(t, where=f"{owner}.tools") for t in cls.tools)

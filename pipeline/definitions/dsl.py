@@ -48,6 +48,8 @@ class ToolStep(StepSpec):
 class AgentStep(StepSpec):
     agent: Any
     input: InputFn | None = None
+    # Send this step's model turns through the Message Batches API (half price; the run parks until they end).
+    batch: bool = False
     kind = "agent"
     ends_segment = True
 
@@ -96,9 +98,14 @@ def tool_step(tool: Any, *, input: InputFn | None = None, name: str | None = Non
     return ToolStep(tool=tool, input=input, name=name)
 
 
-def agent_step(agent: Any, *, input: InputFn | None = None, name: str | None = None) -> AgentStep:
-    """Ask ``agent`` for a structured answer to ``input(input, state, context)``."""
-    return AgentStep(agent=agent, input=input, name=name)
+def agent_step(agent: Any, *, input: InputFn | None = None, batch: bool = False, name: str | None = None) -> AgentStep:
+    """Ask ``agent`` for a structured answer to ``input(input, state, context)``.
+
+    ``batch=True`` sends the step's model turns through the Message Batches API at half price: after each turn is
+    submitted the run parks (no worker, no message) until beat's ``rubot.collect_batches`` finds the batch ended,
+    records the turn and resumes the run. For work that can wait (most batches end within an hour, all within 24).
+    """
+    return AgentStep(agent=agent, input=input, batch=batch, name=name)
 
 
 def step(func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:

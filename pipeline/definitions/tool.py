@@ -94,6 +94,20 @@ class Tool:
         """A reason when a person must approve this exact call first (e.g. a refund above a threshold)."""
         return None
 
+    def for_model(self, result: Any) -> Any:
+        """What a model that called this tool sees of its ``result`` (JSON). Override to trim what the model does
+        not need — every token of a result is paid for again on each later turn — or to hide fields from it.
+
+        The full result stays in the ledger (``run.effects``, the console, ``rubot show``); only the model's copy
+        is projected. The default shows the whole result. Workflow ``tool_step`` results are not affected.
+        """
+        return result
+
+    @classmethod
+    def projects_results(cls) -> bool:
+        """Whether the tool shows the model less than its full result (``for_model`` is overridden)."""
+        return cls.for_model is not Tool.for_model
+
     @classmethod
     def approval_expires_at(cls, now: datetime) -> datetime | None:
         """When an approval of a call requested at ``now`` expires (``None``: it never does)."""

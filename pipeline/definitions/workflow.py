@@ -140,6 +140,8 @@ def _check_step(owner: str, spec: StepSpec, seen: set[str]) -> StepSpec:
             agent = registry.agents.get(agent) or agent
         if not (isinstance(agent, type) and issubclass(agent, Agent) and agent is not Agent):
             raise DefinitionError(f"{where}: agent_step expects an Agent subclass or agent name, got {agent!r}")
+        if not isinstance(spec.batch, bool):
+            raise DefinitionError(f"{where}: agent_step(batch=...) must be True or False, got {spec.batch!r}")
         return replace(spec, agent=agent)
     if isinstance(spec, FunctionStep):
         if not callable(spec.func) or not _accepts(spec.func, 1):

@@ -74,6 +74,10 @@ class ModelTurnInfo:
     stop_reason: str | None = None
     tool_calls: tuple[str, ...] = ()
     duration_seconds: float | None = None
+    #: Sent through the Message Batches API (priced at half).
+    batch: bool = False
+    #: An estimated charge: the request may have been billed but its response was lost.
+    estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,9 @@ class Hooks:
     def model_turn_started(self, info: ModelTurnInfo) -> None: ...
 
     def model_turn_recorded(self, info: ModelTurnInfo) -> None: ...
+
+    def model_turn_estimated(self, info: ModelTurnInfo) -> None:
+        """A request whose response was lost was charged at an estimate (``info.cost_micros``, an upper bound)."""
 
     def tool_call_answered(self, info: ToolCallInfo) -> None: ...
 

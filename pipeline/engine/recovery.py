@@ -12,6 +12,7 @@ moves the run to ``needs_reconciliation`` instead of running again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,18 @@ log = logging.getLogger("rubot.recovery")
 #: interval (half a lease) keeps that within two leases of the death. A step in a long queue may be dispatched a
 #: second time meanwhile; the ledger records it once.
 STALLED = 1.5
+
+
+#: ``handler(runtime, session, run, workflow, row)`` per ledger kind, called (with the run locked) for a dead claim of
+#: that kind before it is dropped. The agent loop registers one for model turns: a request may have been billed
+#: although its response died with the worker, and that charge must be recorded (see pipeline.llm.charges).
+DeadClaimHandler = Callable[["Runtime", Session, RunRow, type, EffectRow], None]
+_dead_claim_handlers: dict[str, DeadClaimHandler] = {}
+
+
+def register_dead_claim(kind: str, handler: DeadClaimHandler) -> None:
+    """Let ``handler`` look at every dead claim of ``kind`` the sweeper drops."""
+    _dead_claim_handlers[kind] = handler
 
 
 def needs_reconciliation(session: Session, run: RunRow, op_key: str, what: str) -> None:
@@ -114,6 +127,10 @@ def sweep(runtime: Runtime, *, now: datetime | None = None) -> dict[str, str]:
             recover(runtime, run_id, why, now=now)
         except Exception:  # one bad run must not stop the others from being recovered
             log.exception("recovering run %s failed", run_id)
+    try:
+        settle_dead_claims(runtime, now=now)
+    except Exception:
+        log.exception("settling dead claims of ended runs failed")
     admission.admit_next(runtime)  # queued runs whose slot freed without a nudge (or whose message was lost)
     return stuck
 
@@ -135,6 +152,10 @@ def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = N
         if not dead and queries.live_claims(s, run_id, now):
             return False  # someone is working on it after all
         run.updated_at = now  # a stalled run is looked at again only after another STALLED leases
+        for row in dead:  # before the run may be set aside below: what the dead worker may have spent is recorded
+            handler = _dead_claim_handlers.get(row.kind)
+            if handler is not None:
+                handler(runtime, s, run, workflow, row)
         if not dead:
             # No worker is known to have died: the run may just wait behind a long queue, or a message was lost.
             # Dispatching again is harmless (the ledger and leases absorb duplicates) and is not a recovery.
@@ -149,6 +170,34 @@ def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = N
         seq = run.dispatch_seq
     dispatch.resume(runtime, run_id, seq)
     return True
+
+
+def settle_dead_claims(runtime: Runtime, *, now: datetime) -> int:
+    """Dead claims (of kinds with a handler) on runs that ended or wait meanwhile — a run cancelled while its model
+    request was in flight on a worker that then died: the handler records what that request may have cost, and the
+    claim is dropped. The run is not dispatched again."""
+    if not _dead_claim_handlers:
+        return 0
+    with runtime.db.transaction() as s:
+        found = s.execute(
+            select(EffectRow.run_id, EffectRow.op_key)
+            .join(RunRow, RunRow.id == EffectRow.run_id)
+            .where(
+                EffectRow.status == CLAIMED,
+                EffectRow.lease_expires_at < now,
+                EffectRow.kind.in_(tuple(_dead_claim_handlers)),
+                RunRow.status.notin_((QUEUED, RUNNING)),
+            )
+        ).all()
+    for run_id, op_key in found:
+        with runtime.db.transaction() as s:
+            run = queries.lock_run(s, run_id)
+            row = queries.get_effect(s, run_id, op_key)
+            if run.status in (QUEUED, RUNNING) or row is None or row.status != CLAIMED:
+                continue
+            _dead_claim_handlers[row.kind](runtime, s, run, workflow_of(runtime, run.workflow), row)
+            s.delete(row)
+    return len(found)
 
 
 def _uncertain(workflow: type, row: EffectRow) -> bool:

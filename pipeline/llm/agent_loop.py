@@ -8,7 +8,12 @@ the step (a valid ``final_answer``), or sends the turn's tool calls as a chord (
 
 Every decision is made from the ledger, so a redelivered turn task does not call the model again: a claimed or
 recorded turn is never re-requested, and re-sending the tool calls of a recorded turn is harmless because each
-tool call is guarded by its own ledger row.
+tool call is guarded by its own ledger row. A model without a price is refused before the first request; a request
+whose response is lost is charged at an estimate (:mod:`pipeline.llm.charges`). A ``batch=True`` step submits its
+turns through the Message Batches API instead (:mod:`pipeline.llm.batch_submit`) and parks until beat's
+collector records them (:mod:`pipeline.llm.batch_collect`).
+
+Modules: :mod:`pipeline.llm.requests` builds what a turn asks, :mod:`pipeline.llm.charges` what it costs.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celery import chain, chord, group
@@ -25,9 +31,11 @@ from pipeline.engine import bodies, compiler, dispatch, leases, recovery, transi
 from pipeline.engine.hooks import ModelTurnInfo
 from pipeline.engine.leases import Claim
 from pipeline.errors import InvalidAgentOutput, ModelError
-from pipeline.llm import budgets, pricing
-from pipeline.llm.tool_calls import READ_DATA_TOOL, TOOL_TASK, tool_op
+from pipeline.llm import batch_submit, budgets, charges, requests
+from pipeline.llm.requests import turn_op
+from pipeline.llm.tool_calls import TOOL_TASK, tool_op
 from pipeline.models.base import FINAL_ANSWER_TOOL, ModelRequest, ModelResponse
+from pipeline.models.batches import supports_batches
 from pipeline.store import queries
 from pipeline.store.tables import DONE, RUNNING, EffectRow
 
@@ -36,11 +44,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rubot.agent")
 TURN_TASK = compiler.TURN_TASK
-NUDGE = "Answer by calling the final_answer tool with fields matching its schema."
+# The kinds of ledger rows that carry a model charge (a recorded turn, or an estimate for a lost response).
+CHARGE_KINDS = ("model_turn", "model_charge_estimate")
 
 
-def turn_op(step: str, n: int) -> str:
-    return f"{step}/turn-{n}"
+@dataclass(frozen=True)
+class _Call:
+    """A claimed synchronous turn about to be sent: its request, its attempt id, and earlier attempts to charge."""
+
+    request: ModelRequest
+    attempt: str
+    lost: list[str]
 
 
 # --- start -------------------------------------------------------------------------------------------------
@@ -55,6 +69,8 @@ def begin(runtime: Runtime, run_id: str, spec: AgentStep, data: Any, *, task_id:
         ledger = queries.effects_under(s, run_id, f"{spec.name}/")
         if f"{spec.name}/input" not in ledger:
             run = queries.lock_run(s, run_id)
+            if charges.refuse_unpriced(runtime, s, run, spec.name, agent):
+                return  # before any request: a model Rubot cannot bill is never called
             transitions.record(s, run, f"{spec.name}/input", "agent_input", payload, task_id=task_id)
             queries.add_event(
                 s,
@@ -62,8 +78,9 @@ def begin(runtime: Runtime, run_id: str, spec: AgentStep, data: Any, *, task_id:
                 "agent.started",
                 spec.name,
                 agent=agent.name,
-                model=agent.model or runtime.settings.default_model,
+                model=requests.model_of(runtime, agent),
                 provider=runtime.model.name,
+                batch=spec.batch,
             )
         else:  # dispatched again (recovery): carry on from the last recorded turn
             done = [
@@ -76,7 +93,7 @@ def begin(runtime: Runtime, run_id: str, spec: AgentStep, data: Any, *, task_id:
     if last is None:
         send_turn(runtime, run_id, spec.name, 1)
     else:
-        _after_turn(runtime, run_id, spec, last[0], last[1], task_id=task_id)
+        after_turn(runtime, run_id, spec, last[0], last[1], task_id=task_id)
 
 
 def send_turn(runtime: Runtime, run_id: str, step: str, n: int) -> None:
@@ -89,7 +106,8 @@ def send_turn(runtime: Runtime, run_id: str, step: str, n: int) -> None:
 def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str | None) -> None:
     from pipeline.definitions.registry import workflow_of
 
-    request: ModelRequest | None = None
+    call: _Call | None = None
+    submission: batch_submit.Submission | None = None
     response: ModelResponse | None = None
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
@@ -108,62 +126,106 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
             if row is not None and row.status == DONE:
                 response = ModelResponse.from_json(row.result)
             else:
+                if charges.refuse_unpriced(runtime, s, run, step, agent):
+                    return
                 exceeded = _budget_exceeded(s, run, workflow, agent, step, ledger)
                 if exceeded is not None:
                     error = exceeded.as_error()
                     queries.add_event(s, run_id, "agent.budget_exceeded", step, turn=n, **error["details"])
                     transitions.fail(s, run, {**error, "step": step}, step=step)
                     return
-                # Claim the turn before calling the model: a concurrent or redelivered copy of this task sees
-                # the live claim and never pays for the same turn twice.
-                if not _claim_turn(runtime, s, run, step, n, task_id):
-                    return
-                request = build_request(runtime, agent, ledger, step, n)
+                if spec.batch and supports_batches(runtime.model):
+                    submission = batch_submit.prepare(runtime, s, run, agent, ledger, step, n, task_id=task_id)
+                    if submission is None:
+                        return  # submitted already (the run waits for the batch), or failed for good
+                else:
+                    # Claim the turn before calling the model: a concurrent or redelivered copy of this task sees
+                    # the live claim and never pays for the same turn twice.
+                    call = _claim_turn(runtime, s, run, agent, ledger, step, n, task_id)
+                    if call is None:
+                        return
     # Outside the transaction from here on: the model call may take long, and continuing the workflow locks
     # the run row again.
     if step_done:
         _continue_workflow(runtime, run_id, step)  # a redelivery after the step finished
         return
-    if request is not None:
-        runtime.hooks.call(
-            "model_turn_started",
-            ModelTurnInfo(
-                run_id=run_id,
-                workflow=workflow.name,
-                step=step,
-                turn=n,
-                agent=agent.name,
-                model=request.model,
-                provider=runtime.model.name,
-            ),
-        )
-        started = time.monotonic()
-        try:
-            with leases.heartbeat(runtime, run_id, turn_op(step, n)):
-                response = runtime.model.create_message(request)
-        except BaseException:
-            leases.release(runtime, run_id, turn_op(step, n))  # no response: the turn was not paid for
-            raise
-        response = _record_turn(runtime, run_id, step, n, agent, response, time.monotonic() - started)
+    if submission is not None:
+        batch_submit.send(runtime, run_id, submission)  # the run now waits for rubot.collect_batches
+        return
+    if call is not None:
+        response = _call_model(runtime, run_id, workflow.name, step, n, agent, call)
     assert response is not None
-    _after_turn(runtime, run_id, spec, n, response, task_id=task_id)
+    after_turn(runtime, run_id, spec, n, response, task_id=task_id)
 
 
-def _claim_turn(runtime: Runtime, s: Any, run: Any, step: str, n: int, task_id: str | None) -> bool:
+def _call_model(
+    runtime: Runtime, run_id: str, workflow: str, step: str, n: int, agent: type, call: _Call
+) -> ModelResponse:
+    request, op = call.request, turn_op(step, n)
+    started = time.monotonic()
+    try:
+        # Everything under the heartbeat, charging lost attempts included: a slow token count must not let the
+        # lease lapse while this delivery still means to send.
+        with leases.heartbeat(runtime, run_id, op):
+            if call.lost:  # earlier attempts of this turn died with their worker: they may have been billed
+                charges.record_lost(runtime, run_id, step, n, agent, request, call.lost, batch=False, why="worker lost")
+            runtime.hooks.call(
+                "model_turn_started",
+                ModelTurnInfo(
+                    run_id=run_id,
+                    workflow=workflow,
+                    step=step,
+                    turn=n,
+                    agent=agent.name,
+                    model=request.model,
+                    provider=runtime.model.name,
+                ),
+            )
+            started = time.monotonic()
+            try:
+                response = runtime.model.create_message(request)
+            except ModelError as exc:
+                if exc.maybe_billed:  # sent, but the answer never came (a read timeout, a dropped connection)
+                    why = f"response lost ({(exc.details or {}).get('error', type(exc).__name__)})"
+                    charges.record_lost(runtime, run_id, step, n, agent, request, [call.attempt], batch=False, why=why)
+                raise
+    except BaseException:
+        leases.release(runtime, run_id, op)  # no response: the turn is asked again by the task's retry
+        raise
+    return charges.record_turn(runtime, run_id, step, n, agent, response, time.monotonic() - started)
+
+
+def _claim_turn(
+    runtime: Runtime,
+    s: Any,
+    run: Any,
+    agent: type,
+    ledger: dict[str, EffectRow],
+    step: str,
+    n: int,
+    task_id: str | None,
+) -> _Call | None:
+    """Claim turn ``n`` and name the attempt about to be sent (committed before the request leaves)."""
     claim, row = leases.claim(
         s, run.id, turn_op(step, n), "model_turn", task_id=task_id, lease_seconds=runtime.settings.lease_seconds
     )
-    if claim is Claim.ACQUIRED:
-        return True
+    lost: list[str] = []
     if claim is Claim.HELD:
         log.info("run %s: turn %s/%s is held by another delivery; not calling the model", run.id, step, n)
-        return False
-    # The worker calling the model died. Whether that call was billed cannot be known; asking again is the
-    # only way forward, and it counts as a recovery.
-    if not recovery.count_recovery(s, run, turn_op(step, n), "lease expired", runtime.settings.max_recoveries):
-        return False
-    leases.take_over(row, task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
-    return True
+        return None
+    if claim is Claim.EXPIRED:
+        # The worker calling the model died. Its request may have been billed (charged below, at an estimate);
+        # asking again is the only way forward, and it counts as a recovery.
+        lost = charges.attempts_of(row)
+        if not recovery.count_recovery(s, run, turn_op(step, n), "lease expired", runtime.settings.max_recoveries):
+            from pipeline.definitions.registry import workflow_of
+
+            charges.swept_claim(runtime, s, run, workflow_of(runtime, run.workflow), row)  # set aside: charge now
+            return None
+        leases.take_over(row, task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
+    attempt = queries.new_id("att")[4:20]
+    row.result = {"attempt": attempt, "unestimated": lost}
+    return _Call(requests.build_request(runtime, agent, ledger, step, n), attempt, lost)
 
 
 def _missing_tool_results(ledger: dict[str, EffectRow], step: str, n: int) -> bool:
@@ -182,10 +244,11 @@ def _budget_exceeded(
     session: Any, run: Any, workflow: type, agent: type, step: str, ledger: dict[str, EffectRow]
 ) -> budgets.Exceeded | None:
     turns = [r for k, r in ledger.items() if r.kind == "model_turn" and r.status == DONE and "/tool-" not in k]
+    charged = [r for r in ledger.values() if r.kind in CHARGE_KINDS and r.status == DONE]
     step_spent = budgets.Spent(
         turns=len(turns),
         tokens=sum(ModelResponse.from_json(r.result).usage.total_tokens for r in turns),
-        cost_micros=sum((r.result or {}).get("cost_micros", 0) for r in turns),
+        cost_micros=sum((r.result or {}).get("cost_micros", 0) for r in charged),  # estimates count, too
     )
     exceeded = budgets.check(agent, "step", step_spent)
     if exceeded is not None:
@@ -203,111 +266,13 @@ def _budget_exceeded(
     return budgets.check(workflow, "run", run_spent)
 
 
-# --- requests and transcripts ------------------------------------------------------------------------------
-
-
-def tool_definitions(agent: type) -> list[dict[str, Any]]:
-    tools = [
-        {"name": t.name, "description": t.description, "input_schema": t.json_schema()} for t in agent.tool_classes()
-    ]
-    if tools:
-        tools.append(
-            {
-                "name": READ_DATA_TOOL,
-                "description": "Read a tool result that was too large to show, one page at a time.",
-                "input_schema": {
-                    "type": "object",
-                    "properties": {"token": {"type": "string"}, "page": {"type": "integer", "minimum": 1}},
-                    "required": ["token"],
-                    "additionalProperties": False,
-                },
-            }
-        )
-    tools.append(
-        {
-            "name": FINAL_ANSWER_TOOL,
-            "description": "Give your final answer. Call this exactly once, with fields matching the schema.",
-            "input_schema": agent.output_json_schema(),
-        }
-    )
-    return tools
-
-
-def build_request(runtime: Runtime, agent: type, ledger: dict[str, EffectRow], step: str, n: int) -> ModelRequest:
-    return ModelRequest(
-        model=agent.model or runtime.settings.default_model,
-        system=agent.instructions,
-        messages=transcript(ledger, step, n),
-        tools=tool_definitions(agent),
-        max_tokens=agent.max_response_tokens,
-        agent=agent,
-    )
-
-
-def transcript(ledger: dict[str, EffectRow], step: str, n: int) -> list[dict[str, Any]]:
-    """The conversation before turn ``n``, rebuilt from the ledger (the broker never carries it)."""
-    payload = ledger[f"{step}/input"].result
-    messages: list[dict[str, Any]] = [{"role": "user", "content": json.dumps(payload, sort_keys=True)}]
-    for k in range(1, n):
-        response = ModelResponse.from_json(ledger[turn_op(step, k)].result)
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": response.text}] if response.text else []
-        blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in response.tool_calls]
-        messages.append({"role": "assistant", "content": blocks or [{"type": "text", "text": "(no answer)"}]})
-        results = []
-        for call in response.tool_calls:
-            row = ledger.get(tool_op(step, k, call.id))
-            if row is not None and row.result is not None:
-                results.append(
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": call.id,
-                        "content": row.result["content"],
-                        "is_error": bool(row.result.get("is_error")),
-                    }
-                )
-        messages.append({"role": "user", "content": results or NUDGE})
-    return messages
-
-
-def _record_turn(
-    runtime: Runtime, run_id: str, step: str, n: int, agent: type, response: ModelResponse, duration: float
-) -> ModelResponse:
-    price = pricing.price_for(response.model or agent.model or runtime.settings.default_model, runtime.settings.prices)
-    cost = pricing.cost_micros(response.usage, price)
-    with runtime.db.transaction() as s:
-        run = queries.lock_run(s, run_id)
-        row = queries.get_effect(s, run_id, turn_op(step, n))
-        if row is not None and row.status == DONE:  # recorded by another delivery: that one stands
-            return ModelResponse.from_json(row.result)
-        usage = response.usage
-        transitions.record_model_turn(
-            s,
-            run,
-            row,
-            step=step,
-            turn=n,
-            agent=agent.name,
-            response=response.to_json(),
-            cost_micros=cost,
-            usage={
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-                "cache_read_tokens": usage.cache_read_tokens,
-            },
-            duration_seconds=duration,
-            tool_calls=[c.name for c in response.tool_calls],
-            note=response.text[:200] if response.provider == "offline" else None,
-        )
-    return response
-
-
 # --- after a turn ------------------------------------------------------------------------------------------
 
 
-def _after_turn(
+def after_turn(
     runtime: Runtime, run_id: str, spec: AgentStep, n: int, response: ModelResponse, *, task_id: str | None
 ) -> None:
+    """What a recorded turn leads to: the step's end (a valid final answer), its tool calls, or the next turn."""
     step, agent = spec.name, spec.agent
     final = next((c for c in response.tool_calls if c.name == FINAL_ANSWER_TOOL), None)
     if final is not None:

@@ -5,8 +5,9 @@ the model, counted on the run and visible in the events) when the tool is unknow
 made in this step, the run's user or the workflow's policy does not allow it, or the arguments do not match
 the tool's schema. A call the tool says needs a person parks the run with an approval bound to a hash of the
 exact arguments. A side-effecting tool gets a *claim* row in the ledger, committed before it runs, so a
-redelivered task never runs it a second time. Results over the agent's cap are stored; the model gets a token
-for ``read_data``.
+redelivered task never runs it a second time. The model is shown the tool's ``for_model`` projection of the result
+(the full result stays in the ledger row, under ``output``); results over the agent's cap are stored and the model
+gets a token for ``read_data``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class Answer:
     event: str
     counter: str | None = None
     details: Any = None
+    #: The tool's full result when the model was shown a projection of it (``Tool.for_model``); kept in the ledger.
+    output: Any = None
+    projected: bool = False
 
 
 def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str, *, task_id: str | None) -> bool:
@@ -119,7 +123,7 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
 
 def _run_claimed(runtime: Runtime, run_id: str, op: str, call: ToolCall, tool: Any, agent: type) -> bool:
     with leases.heartbeat(runtime, run_id, op):
-        content, is_error, event = _execute(tool, call)
+        content, is_error, event, output = _execute(tool, call)
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         row = queries.get_effect(s, run_id, op)
@@ -130,7 +134,12 @@ def _run_claimed(runtime: Runtime, run_id: str, op: str, call: ToolCall, tool: A
             run,
             op,
             call,
-            Answer(_capped(s, run_id, op, content, agent.result_cap_bytes), event),
+            Answer(
+                _capped(s, run_id, op, content, agent.result_cap_bytes),
+                event,
+                output=output,
+                projected=type(tool).projects_results() and output is not None,
+            ),
             is_error=is_error,
             row=row,
         )
@@ -233,16 +242,31 @@ def _approval_gate(s: Any, run: Any, op: str, call: ToolCall, tool_cls: type, re
     return None
 
 
-def _execute(tool: Any, call: ToolCall) -> tuple[str, bool, str]:
+def _execute(tool: Any, call: ToolCall) -> tuple[str, bool, str, Any]:
+    """(what the model is shown, is it an error, the event, the full output when it differs from what is shown)."""
     try:
         output = tool.invoke(call.input)
     except RubotError as exc:
         details = f" {json.dumps(exc.details, sort_keys=True, default=str)}" if exc.details else ""
-        return f"{call.name} failed: {exc.message}{details}", True, "tool.error"
+        return f"{call.name} failed: {exc.message}{details}", True, "tool.error", None
     except Exception as exc:  # a bug in the tool: tell the model it failed, keep the details in the log
         log.exception("tool %s raised", call.name)
-        return f"{call.name} failed with {type(exc).__name__}.", True, "tool.error"
-    return json.dumps(output, sort_keys=True), False, "tool.completed"
+        return f"{call.name} failed with {type(exc).__name__}.", True, "tool.error", None
+    if not type(tool).projects_results():
+        return json.dumps(output, sort_keys=True), False, "tool.completed", None
+    try:
+        shown = json.dumps(tool.for_model(output), sort_keys=True)
+    except Exception as exc:
+        # The tool ran (its effect happened; the result is kept). The model is not shown the unprojected result
+        # instead: a projection may exist to keep fields from it.
+        log.exception("for_model of tool %s raised", call.name)
+        return (
+            f"{call.name} ran, but its result could not be prepared for you ({type(exc).__name__}).",
+            True,
+            "tool.projection_failed",
+            output,
+        )
+    return shown, False, "tool.completed", output
 
 
 def _capped(s: Any, run_id: str, op: str, content: str, cap: int) -> str:
@@ -287,6 +311,8 @@ def _record(
         data["message"] = answer.content[:500]
     if answer.details is not None:
         data["details"] = answer.details
-    transitions.answer_tool_call(
-        s, run, op, call.name, {"content": answer.content, "is_error": error}, event=answer.event, row=row, **data
-    )
+    result: dict[str, Any] = {"content": answer.content, "is_error": error}
+    if answer.projected:
+        result["output"] = answer.output  # the full result, for people; the model saw `content`
+        data["projected"] = True
+    transitions.answer_tool_call(s, run, op, call.name, result, event=answer.event, row=row, **data)

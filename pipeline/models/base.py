@@ -8,21 +8,33 @@ any tool it asks for runs.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pipeline.models.caching import CachePolicy
 
 FINAL_ANSWER_TOOL = "final_answer"
 
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens of one turn as the provider reports them. ``cache_write_tokens`` counts every cache write;
+    ``cache_write_1h_tokens`` is the part of it written with the 1-hour TTL (priced higher)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every token of the prompt, however it was billed (what long-prompt price tiers look at)."""
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,8 @@ class ModelRequest:
     agent: Any = None
     # Anthropic's tool_choice, e.g. {"type": "tool", "name": "final_answer"}; None leaves the choice to the model.
     tool_choice: dict[str, Any] | None = None
+    # Where prompt-cache breakpoints go (see pipeline.models.caching); None: the provider's old default placement.
+    cache: CachePolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,13 @@ class ModelResponse:
 
 
 class ModelProvider(Protocol):
-    """Answers one model turn. Implementations: ``offline``, later ``anthropic`` and test doubles."""
+    """Answers one model turn. Implementations: ``offline``, ``anthropic`` and the test doubles.
+
+    Optional, looked up with ``getattr``: ``count_tokens(request) -> int`` (the provider's own count of a
+    request's prompt tokens, used to estimate a charge whose response was lost), ``bills_requests`` (False for a
+    provider whose calls cost nothing, such as the offline model) and the Message Batches methods of
+    :class:`~pipeline.models.batches.BatchProvider`.
+    """
 
     name: str
 

@@ -14,6 +14,8 @@ from pipeline.models.base import FINAL_ANSWER_TOOL, ModelRequest, ModelResponse,
 
 class OfflineModel:
     name = "offline"
+    #: Its answers cost nothing, so an agent naming a model without a price may still run offline (the demo).
+    bills_requests = False
 
     def create_message(self, request: ModelRequest) -> ModelResponse:
         agent = request.agent

@@ -74,6 +74,8 @@ class RunRow(Base):
     cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cache_read_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The part of cost_micros that is estimated: requests that may have been billed but whose response was lost.
+    estimated_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Guard counters, e.g. {"unknown_tool": 2, "tool_denied": 1, "duplicate_tool_call": 5}.
     counters: Mapped[Any] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

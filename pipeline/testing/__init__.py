@@ -6,9 +6,10 @@ from __future__ import annotations
 from pipeline.models.guard import allow_network_models, forbid_network_models, network_models_forbidden
 from pipeline.testing.replies import ErrorReply, Reply, ToolUse, error, reply
 from pipeline.testing.scripted import ScriptedModel
-from pipeline.testing.stand_in import MessagesStandIn, RecordedRequest
+from pipeline.testing.stand_in import Charge, MessagesStandIn, RecordedRequest
 
 __all__ = [
+    "Charge",
     "ErrorReply",
     "MessagesStandIn",
     "RecordedRequest",

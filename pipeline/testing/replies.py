@@ -13,7 +13,7 @@ The same script works in process (:class:`~pipeline.testing.scripted.ScriptedMod
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.models.base import ToolCall, Usage
@@ -46,11 +46,12 @@ class ToolUse:
 
 @dataclass(frozen=True)
 class Reply:
-    """A successful turn: text and/or tool uses, with the usage to report."""
+    """A successful turn: text and/or tool uses, with the usage to report (``None``: the stand-in works it out
+    from the request, simulating prompt caching; the scripted model reports zeros)."""
 
     text: str = ""
     tool_uses: tuple[ToolUse, ...] = ()
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage | None = None
     stop_reason: str | None = None  # None: "tool_use" when there are tool uses, else "end_turn"
     model: str | None = None  # None: echo the requested model
     id: str = ""  # "" : generated
@@ -91,7 +92,7 @@ def reply(
     return Reply(
         text=text,
         tool_uses=tuple(_tool_use(item) for item in tool_uses),
-        usage=as_usage(usage),
+        usage=as_usage(usage) if usage is not None else None,
         stop_reason=stop_reason,
         model=model,
         id=id,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pipeline.errors import ModelError
-from pipeline.models.base import ModelRequest, ModelResponse, ToolCall
+from pipeline.models.base import ModelRequest, ModelResponse, ToolCall, Usage
 from pipeline.models.failures import error_for_status
 from pipeline.testing.replies import ErrorReply, Reply, spec_from_dict
 
@@ -95,7 +95,7 @@ class ScriptedModel:
             text=spec.text,
             tool_calls=calls,
             stop_reason=spec.effective_stop_reason,
-            usage=spec.usage,
+            usage=spec.usage or Usage(),
             provider=self.name,
             id=spec.id or f"msg_scripted_{number}",
         )

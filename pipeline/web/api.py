@@ -143,14 +143,28 @@ def run_json(run: Run) -> dict[str, Any]:
         },
         "cost_micros": run.cost_micros,
         "cost_usd": run.cost_usd,
+        "estimated_cost_micros": run.estimated_cost_micros,
+        "estimated_cost_usd": run.estimated_cost_usd,
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "pending_approval": approval_json(pending) if pending else None,
         "approvals": [approval_json(a) for a in run.approvals],
-        "ledger": [{"op_key": e.op_key, "kind": e.kind, "created_at": iso(e.created_at)} for e in run.effects],
+        "ledger": [
+            {
+                "op_key": e.op_key,
+                "kind": e.kind,
+                "created_at": iso(e.created_at),
+                **({"estimated": True, "cost_micros": e.result.get("cost_micros")} if _estimated(e) else {}),
+            }
+            for e in run.effects
+        ],
         "events": [
             {"id": e.id, "type": e.type, "step": e.step, "data": e.data, "created_at": iso(e.created_at)}
             for e in run.events
         ],
     }
+
+
+def _estimated(effect: Any) -> bool:
+    return effect.kind == "model_charge_estimate" and isinstance(effect.result, dict)

@@ -82,4 +82,10 @@ def sweeps(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.approval_sweep_seconds,
             "options": {"expires": settings.approval_sweep_seconds, "queue": settings.queue},
         },
+        # Ended Message Batches: record their turns and resume the parked runs (pipeline/llm/batch_collect.py).
+        "rubot-collect-batches": {
+            "task": "rubot.collect_batches",
+            "schedule": settings.batch_poll_seconds,
+            "options": {"expires": settings.batch_poll_seconds, "queue": settings.queue},
+        },
     }

@@ -17,7 +17,7 @@ from pipeline import api, batches
 from pipeline.engine import compiler, dispatch, executor, expiry, recovery
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import ModelError, ModelUnavailable
-from pipeline.llm import agent_loop, tool_calls
+from pipeline.llm import agent_loop, batch_collect, tool_calls
 from pipeline.runtime import Runtime
 
 RECOVER_TASK = "rubot.recover"
@@ -119,6 +119,12 @@ def _register_sweeps(app: Celery, runtime: Runtime) -> None:
     def expire_approvals() -> int:
         """Resolve the approvals past their deadline (reject or escalate); returns how many it resolved."""
         return len(expiry.expire_approvals(runtime))
+
+    # No autoretry: collecting is idempotent (settled requests are skipped) and beat sends the next one anyway.
+    @app.task(name=batch_collect.COLLECT_TASK, ignore_result=True, **DELIVERY)
+    def collect_batches() -> dict[str, int]:
+        """Record the turns of ended Message Batches and resume their runs; returns what it did."""
+        return batch_collect.collect(runtime)
 
     @app.task(name=SCHEDULED_TASK, ignore_result=True, **RETRY)
     def scheduled(name: str, tick: str | None = None) -> str:
