@@ -133,6 +133,13 @@ class ToolError(RunError):
     reason = "tool_error"
 
 
+class ToolTimeout(ToolError):
+    """A tool did not return within its ``timeout``. Its work may still finish in the background: a tool with side
+    effects is therefore never assumed not to have acted (the run goes to ``needs_reconciliation``)."""
+
+    reason = "tool_timeout"
+
+
 class ModelError(RunError):
     """The model provider could not produce an answer.
 

@@ -437,5 +437,28 @@ def demo(home: Path) -> None:
         raise click.exceptions.Exit(RUN_ERROR)
 
 
+@main.command()
+@click.option(
+    "--stack",
+    type=click.Choice(["all", "production", "embedded"]),
+    default="all",
+    show_default=True,
+    help="production: Redis + Postgres (RUBOT_BENCH_REDIS, RUBOT_BENCH_POSTGRES_ADMIN); embedded: SQLite + files.",
+)
+@click.option("--repeats", type=click.IntRange(1), default=7, show_default=True, help="Measurements per scenario.")
+@click.option("--runs", type=click.IntRange(1), default=300, show_default=True, help="Runs in the throughput scenario.")
+@click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Worker processes per side.")
+@click.option("--quick", is_flag=True, help="A smoke run: one repeat, ten runs (CI).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write JSON here.")
+def bench(stack: str, repeats: int, runs: int, concurrency: int, quick: bool, json_path: Path | None) -> None:
+    """Measure Rubot's hot path against raw Celery in the same run and print the ratios."""
+    from rubot_app.scripts.bench import main as bench_main
+
+    argv = ["--stack", stack, "--repeats", str(repeats), "--runs", str(runs), "--concurrency", str(concurrency)]
+    argv += ["--quick"] if quick else []
+    argv += ["--json", str(json_path)] if json_path else []
+    raise click.exceptions.Exit(bench_main(argv))
+
+
 if __name__ == "__main__":
     main()

@@ -32,6 +32,7 @@ WORKFLOW_MODULES = ",".join(
         "tests.agent_workflows",
         "tests.fault_workflows",
         "tests.expiry_workflows",
+        "tests.engine_workflows",
         "rubot_app.agents.conference_travel",
     ]
 )

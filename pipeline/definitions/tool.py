@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -11,7 +13,7 @@ from typing import Any, ClassVar
 from marshmallow import Schema
 
 from pipeline.definitions import registry, schemas
-from pipeline.errors import DefinitionError, InvalidToolInput, InvalidToolOutput
+from pipeline.errors import DefinitionError, InvalidToolInput, InvalidToolOutput, ToolTimeout
 
 
 def snake_case(name: str) -> str:
@@ -54,6 +56,9 @@ class Tool:
     input_schema: ClassVar[Any] = None
     output_schema: ClassVar[Any] = None
     side_effects: ClassVar[bool] = False
+    #: Seconds a call may take (``None``: no limit). A call past it fails with ``ToolTimeout``; when the tool has
+    #: side effects the run goes to ``needs_reconciliation`` instead, since the call may still act.
+    timeout: ClassVar[float | None] = None
     #: True when the tool passes ``self.context.idempotency_key`` to the system it changes, so repeating a call
     #: whose outcome is unknown is safe. Without it, an interrupted side-effecting call needs a person.
     idempotent: ClassVar[bool] = False
@@ -76,6 +81,7 @@ class Tool:
         if cls.call is Tool.call:
             raise DefinitionError(f"{owner} must implement call(self, **input)")
         _check_approval_expiry(cls)
+        _check_timeout(cls)
         cls._input = schemas.make_schema(cls.input_schema, owner=owner, attribute="input_schema")
         cls._output = schemas.make_schema(cls.output_schema, owner=owner, attribute="output_schema")
         registry.tools.add(cls.name, cls)
@@ -129,12 +135,49 @@ class Tool:
         return schemas.load(cls._input, data, error=InvalidToolInput, what=f"input of tool {cls.name!r}")
 
     def invoke(self, data: Any) -> Any:
-        """Validate ``data``, call the tool and return its validated output in JSON form."""
+        """Validate ``data``, call the tool (within ``timeout``) and return its validated output in JSON form."""
         loaded = self.validate_input(data)
-        result = self.call(**loaded) if isinstance(loaded, dict) else self.call(input=loaded)
+        result = _within(type(self).timeout, self.name, lambda: self._call(loaded))
         return schemas.validate_output(
             type(self)._output, result, error=InvalidToolOutput, what=f"output of tool {self.name!r}"
         )
+
+    def _call(self, loaded: Any) -> Any:
+        return self.call(**loaded) if isinstance(loaded, dict) else self.call(input=loaded)
+
+
+def _within(timeout: float | None, name: str, work: Callable[[], Any]) -> Any:
+    """``work()``, or :class:`ToolTimeout` once ``timeout`` seconds have passed.
+
+    Python cannot stop a thread, so the call runs in a daemon thread that is abandoned when time is up: the
+    caller goes on (and a side-effecting tool's run is handed to a person), whatever the call does later.
+    """
+    if timeout is None:
+        return work()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"tool-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ToolTimeout(
+            f"tool {name!r} did not finish within its timeout of {timeout:g}s", details={"timeout_seconds": timeout}
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _check_timeout(cls: type[Tool]) -> None:
+    timeout = cls.timeout
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+        raise DefinitionError(f"{cls.__name__}.timeout must be a positive number of seconds or None, got {timeout!r}")
 
 
 def _check_approval_expiry(cls: type[Tool]) -> None:

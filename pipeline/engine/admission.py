@@ -13,7 +13,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
 from pipeline.engine.hooks import Hooks, RunInfo
@@ -37,25 +37,28 @@ def subject_key(subject: Any) -> str | None:
     return None if subject is None else json.dumps(subject, sort_keys=True)[:500]
 
 
-def _running(session: Session, *conditions: Any) -> int:
-    return session.execute(
-        select(func.count()).select_from(RunRow).where(RunRow.status == RUNNING, *conditions)
-    ).scalar_one()
-
-
 def refusal(session: Session, runtime: Runtime, run: RunRow, workflow: type) -> str | None:
     """Why ``run`` cannot start now (``None``: it may). Call with the run row locked."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK})
     settings = runtime.settings
-    limit = min(settings.max_running, getattr(workflow, "max_running", None) or settings.max_running)
-    if _running(session) >= settings.max_running:
-        return f"{settings.max_running} runs are running"
-    if getattr(workflow, "max_running", None) and _running(session, RunRow.workflow == run.workflow) >= limit:
-        return f"{limit} {run.workflow} runs are running"
     # A workflow's own caps only ever tighten the deployment's.
+    limit = min(settings.max_running, getattr(workflow, "max_running", None) or math.inf)
     per_user = min(settings.max_running_per_user, getattr(workflow, "max_running_per_user", None) or math.inf)
-    if run.user_id is not None and _running(session, RunRow.user_id == run.user_id) >= per_user:
+    # One statement counts what the three caps need (running overall, of this workflow, of this user).
+    running = RunRow.status == RUNNING
+    total, of_workflow, of_user = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((RunRow.workflow == run.workflow, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((RunRow.user_id == run.user_id, 1), else_=0)), 0),
+        ).where(running)
+    ).one()
+    if total >= settings.max_running:
+        return f"{settings.max_running} runs are running"
+    if of_workflow >= limit:
+        return f"{limit} {run.workflow} runs are running"
+    if run.user_id is not None and of_user >= per_user:
         return f"user {run.user_id} has {per_user} runs running"
     if getattr(workflow, "one_active_per_subject", False) and run.subject_key is not None:
         other = session.execute(

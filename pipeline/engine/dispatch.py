@@ -46,9 +46,9 @@ def plan_next(s: Session, runtime: Runtime, run: RunRow, workflow: Any) -> Send:
         if reason is not None:
             admission.note_waiting(s, run, reason)
             return _nothing  # stays queued; admit_next asks again when a slot frees
-    canvas, names = compiler.segment(
-        runtime.app, workflow, run.id, queries.completed_ops(s, run.id), queue=runtime.settings.queue
-    )
+    # Nothing is in the ledger of a run never dispatched (steps only run after a dispatch): skip the read.
+    done = set() if run.dispatch_seq == 0 else queries.completed_ops(s, run.id)
+    canvas, names = compiler.segment(runtime.app, workflow, run.id, done, queue=runtime.settings.queue)
     if run.status == QUEUED:
         transitions.start(s, run)
     if canvas is None:  # every step is recorded (the plan ended with an approval or an agent step)

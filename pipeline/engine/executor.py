@@ -37,7 +37,7 @@ from pipeline.engine.hooks import StepInfo
 from pipeline.engine.leases import Claim
 from pipeline.engine.snapshots import Approval, RunView
 from pipeline.engine.transitions import Outcome
-from pipeline.errors import RubotError, RunNotFound, StepFailed
+from pipeline.errors import RubotError, RunNotFound, StepFailed, ToolTimeout
 from pipeline.store import queries
 from pipeline.store.tables import DONE, QUEUED, RUNNING, EffectRow, RunRow, utcnow
 
@@ -107,6 +107,10 @@ def execute_step(
             task_id=task_id,
         ) as beat:
             delta = bodies.run_body(runtime, workflow, spec, view, task_id=task_id)
+    except ToolTimeout as exc:
+        if _has_side_effects(spec):
+            return _timed_out(runtime, run_id, step_name, spec, exc)
+        return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
     except RubotError as exc:
         return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
     except Exception as exc:  # a bug or failure in user code: record it with its type
@@ -258,6 +262,21 @@ def _claim(runtime: Runtime, s: Any, run: Any, spec: Any, task_id: str | None) -
         return Outcome.HALT
     leases.take_over(row, task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
     return None
+
+
+def _timed_out(runtime: Runtime, run_id: str, step_name: str, spec: Any, exc: ToolTimeout) -> Outcome:
+    """A side-effecting tool ran out of time: it may still act, so a person settles it (the claim stays)."""
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        queries.add_event(s, run_id, "step.timed_out", step_name, **exc.as_dict())
+        recovery.needs_reconciliation(
+            s,
+            run,
+            step_name,
+            f"step {step_name} (tool {spec.tool.name})",
+            happened=f"timed out after {exc.details['timeout_seconds']:g}s",
+        )
+    return Outcome.HALT
 
 
 def _fail(runtime: Runtime, run_id: str, step_name: str, kind: str, error: dict, task_id: str | None) -> Outcome:

@@ -60,7 +60,10 @@ def register_dead_claim(kind: str, handler: DeadClaimHandler) -> None:
     _dead_claim_handlers[kind] = handler
 
 
-def needs_reconciliation(session: Session, run: RunRow, op_key: str, what: str) -> None:
+def needs_reconciliation(
+    session: Session, run: RunRow, op_key: str, what: str, *, happened: str = "was interrupted"
+) -> None:
+    """Set the run aside for a person: ``op_key``'s outcome is unknown (its claim stays, for ``run.reconcile``)."""
     transitions.set_aside(
         session,
         run,
@@ -68,7 +71,7 @@ def needs_reconciliation(session: Session, run: RunRow, op_key: str, what: str) 
         {
             "reason": "needs_reconciliation",
             "op_key": op_key,
-            "message": f"{what} was interrupted and may already have taken effect; a person must check it "
+            "message": f"{what} {happened} and may already have taken effect; a person must check it "
             "before the run goes on",
         },
     )

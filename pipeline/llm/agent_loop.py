@@ -124,7 +124,9 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
                 return  # a tool call of the previous turn waits for approval; its decision sends this turn again
             row = ledger.get(turn_op(step, n))
             if row is not None and row.status == DONE:
+                # A redelivered or re-sent turn: its response is recorded (and paid for); never ask again.
                 response = ModelResponse.from_json(row.result)
+                queries.add_event(s, run_id, "agent.turn_reused", step, turn=n, task_id=task_id)
             else:
                 if charges.refuse_unpriced(runtime, s, run, step, agent):
                     return

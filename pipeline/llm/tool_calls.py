@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.definitions.tool import ToolContext
 from pipeline.engine import compiler, leases, recovery, transitions
 from pipeline.engine.leases import Claim
-from pipeline.errors import InvalidToolInput, RubotError
+from pipeline.errors import InvalidToolInput, RubotError, ToolTimeout
 from pipeline.llm import policy as policies
 from pipeline.models.base import FINAL_ANSWER_TOOL, ModelResponse, ToolCall
 from pipeline.store import queries
@@ -123,7 +123,20 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
 
 def _run_claimed(runtime: Runtime, run_id: str, op: str, call: ToolCall, tool: Any, agent: type) -> bool:
     with leases.heartbeat(runtime, run_id, op):
-        content, is_error, event, output = _execute(tool, call)
+        try:
+            content, is_error, event, output = _execute(tool, call)
+        except ToolTimeout as exc:  # only a side-effecting tool's timeout gets here (see _execute)
+            with runtime.db.transaction() as s:
+                run = queries.lock_run(s, run_id)
+                queries.add_event(s, run_id, "tool.timed_out", op.split("/")[0], op_key=op, **exc.as_dict())
+                recovery.needs_reconciliation(
+                    s,
+                    run,
+                    op,
+                    f"the call to {call.name}",
+                    happened=f"timed out after {exc.details['timeout_seconds']:g}s",
+                )
+            return False
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         row = queries.get_effect(s, run_id, op)
@@ -246,6 +259,10 @@ def _execute(tool: Any, call: ToolCall) -> tuple[str, bool, str, Any]:
     """(what the model is shown, is it an error, the event, the full output when it differs from what is shown)."""
     try:
         output = tool.invoke(call.input)
+    except ToolTimeout:
+        if type(tool).side_effects:
+            raise  # it may still act: the run is handed to a person, the model is not told it failed
+        return f"{call.name} did not finish within {type(tool).timeout:g}s.", True, "tool.timed_out", None
     except RubotError as exc:
         details = f" {json.dumps(exc.details, sort_keys=True, default=str)}" if exc.details else ""
         return f"{call.name} failed: {exc.message}{details}", True, "tool.error", None

@@ -39,6 +39,7 @@ class Database:
         self._pid = 0
         self._sessions: sessionmaker[Session] | None = None
         self._checked = False
+        self._dialect: str | None = None
         #: Wakes ``pipeline.wait`` callers when a run comes to rest (see :mod:`pipeline.store.signals`).
         self.signals = RunSignals(url)
         #: Copied into every session's ``info`` (the runtime puts its lifecycle hooks here).
@@ -46,7 +47,9 @@ class Database:
 
     @property
     def dialect(self) -> str:
-        return make_url(self.url).get_backend_name()
+        if self._dialect is None:  # asked on every step: parse the URL once
+            self._dialect = make_url(self.url).get_backend_name()
+        return self._dialect
 
     @property
     def engine(self) -> Engine:
