@@ -14,6 +14,7 @@ from marshmallow import fields
 
 import pipeline
 from pipeline import Tool, Workflow, approval_step, parallel, step, tool_step
+from pipeline.auth import four_eyes
 
 # Parallel members meet here: if the chord ran them one after the other, the barrier would time out.
 BARRIER = threading.Barrier(2, timeout=20)
@@ -123,3 +124,33 @@ class SlowWorkflow(Workflow):
 
 class OnePerSubjectWorkflow(ApprovalWorkflow):
     one_active_per_subject = True
+
+
+def not_the_launcher(check):
+    """Four eyes, as a step-level hook with its own wording."""
+    if check.principal.id == check.launched_by:
+        return "you launched this run"
+    return True
+
+
+class AssignedWorkflow(Workflow):
+    """A manager's approval assigned to one person, who need not hold the role."""
+
+    input_schema = {"sink": fields.String(required=True)}
+    manager = approval_step(role="manager", assignee="mia@example.com")
+    after = _record("after")
+
+
+class FourEyesWorkflow(Workflow):
+    """Whoever launched the run may not approve it (the Workflow-level hook)."""
+
+    approvers = four_eyes
+    input_schema = {"sink": fields.String(required=True)}
+    manager = approval_step(role="manager")
+    after = _record("after")
+
+
+class StepHookWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True)}
+    manager = approval_step(role="manager", approvers=not_the_launcher)
+    after = _record("after")
