@@ -5,6 +5,7 @@ Tools append a line to the file named by ``RUBOT_TEST_SINK`` every time their bo
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ class RefundOrder(Tool):
     description = "Refund an order (moves money)."
     side_effects = True
     approval_role = "support_lead"
+    approval_summary = "Refund {amount_cents} cents on order {order_id}"
     input_schema = {"order_id": fields.Integer(required=True), "amount_cents": fields.Integer(required=True)}
     output_schema = {"refund_id": fields.String(required=True)}
 
@@ -111,3 +113,38 @@ class TightWorkflow(Workflow):
 class BudgetedWorkflow(Workflow):
     max_tokens = 500
     desk = agent_step(SupportAgent)
+
+
+class PayInvoice(Tool):
+    """Always needs a treasurer; its arguments are nested and carry a credential the page must never show."""
+
+    description = "Pay a supplier invoice."
+    side_effects = True
+    approval_role = "treasurer"
+    approval_summary = "Pay {amount_cents} cents for invoice {invoice[id]}"
+    input_schema = {
+        "invoice": fields.Dict(required=True),
+        "amount_cents": fields.Integer(required=True),
+        "api_key": fields.String(required=True),
+    }
+    output_schema = {"payment_id": fields.String(required=True)}
+
+    def requires_approval(self, *, invoice, amount_cents, api_key):
+        return f"Payments need a treasurer ({amount_cents} cents)"
+
+    def call(self, *, invoice, amount_cents, api_key):
+        record(f"pay {json.dumps(invoice, sort_keys=True)} {amount_cents} key-ok={api_key.startswith('sk-')}")
+        return {"payment_id": f"pay_{invoice['id']}"}
+
+
+class BillingAgent(Agent):
+    instructions = "Pay the invoices that are due."
+    input_schema = {"invoice_id": fields.String(required=True)}
+    output_schema = {"resolution": fields.String(required=True)}
+    tools = (PayInvoice,)
+    model = "claude-haiku-4-5"
+    max_turns = 4
+
+
+class BillingWorkflow(Workflow):
+    desk = agent_step(BillingAgent)

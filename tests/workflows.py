@@ -154,3 +154,20 @@ class StepHookWorkflow(Workflow):
     input_schema = {"sink": fields.String(required=True)}
     manager = approval_step(role="manager", approvers=not_the_launcher)
     after = _record("after")
+
+
+class SummarizedWorkflow(Workflow):
+    """An approval whose page shows a summary and the state the next step acts on (with a secret to redact)."""
+
+    input_schema = {"sink": fields.String(required=True), "amount_cents": fields.Integer(required=True)}
+
+    @step
+    def draft(self):
+        return {"amount_cents": self.run.input["amount_cents"], "vendor": "ACME", "password": "hunter2-CANARY"}
+
+    manager = approval_step(
+        role="manager",
+        reason="Purchases over 1000 cents need a manager.",
+        summary="Buy from {state[draft][vendor]} for {input[amount_cents]} cents",
+    )
+    after = _record("after")

@@ -16,6 +16,7 @@ from werkzeug.exceptions import Forbidden
 from pipeline.auth.principal import Principal
 from pipeline.auth.tokens import TokenAuthenticator
 from pipeline.errors import RubotError
+from pipeline.redact import redact
 from pipeline.runs import Approval, Run
 from pipeline.web import auth, decisions, reads
 from pipeline.web.errors import status_for
@@ -135,7 +136,7 @@ def approval_json(approval: Approval) -> dict[str, Any]:
         "principal": approval.principal,
         "decided_at": iso(approval.decided_at),
         "comment": approval.comment,
-        "payload": approval.decision_payload,
+        "payload": redact(approval.decision_payload),
         "expires_at": iso(approval.expires_at),
         "reminded_at": iso(approval.reminded_at),
         "created_at": iso(approval.created_at),
@@ -162,12 +163,13 @@ def run_json(run: Run) -> dict[str, Any]:
         "id": run.id,
         "workflow": run.workflow,
         "status": run.status,
-        "input": run.input,
-        "context": run.context,
-        "subject": run.subject,
-        "state": run.state,
-        "output": run.output,
-        "error": run.error,
+        # Values under secret-looking keys never leave through the API (as on the pages and in events).
+        "input": redact(run.input),
+        "context": redact(run.context),
+        "subject": redact(run.subject),
+        "state": redact(run.state),
+        "output": redact(run.output),
+        "error": redact(run.error),
         "tokens": {
             "input": run.tokens.input_tokens,
             "output": run.tokens.output_tokens,

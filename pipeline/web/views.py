@@ -17,6 +17,7 @@ from werkzeug.wrappers import Response
 
 from pipeline.auth.principal import Principal
 from pipeline.errors import RubotError
+from pipeline.redact import redact
 from pipeline.store.tables import RUN_STATUSES
 from pipeline.web import auth, decisions, reads
 from pipeline.web.errors import invalid_request, status_for
@@ -30,8 +31,8 @@ bp.after_request(secure_headers)
 
 @bp.app_template_filter("rubot_pretty")
 def pretty(value: Any) -> str:
-    """Indented JSON for the pages (Jinja autoescape escapes it like any other string)."""
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    """Indented JSON for the pages, secrets redacted (Jinja autoescape escapes it like any other string)."""
+    return json.dumps(redact(value), indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
 @bp.app_template_filter("rubot_when")
