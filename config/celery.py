@@ -43,6 +43,18 @@ def build(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.approval_sweep_seconds,
                 "options": {"expires": settings.approval_sweep_seconds},
             },
+            # SLA reminders before the deadline (pipeline/engine/reminders.py), on the same clock as expiry.
+            "rubot-remind-approvals": {
+                "task": "rubot.remind_approvals",
+                "schedule": settings.approval_sweep_seconds,
+                "options": {"expires": settings.approval_sweep_seconds},
+            },
+            # Notifications whose send message was lost (pipeline/notify/sender.py): sent again, never lost.
+            "rubot-sweep-notifications": {
+                "task": "rubot.sweep_notifications",
+                "schedule": settings.notify_sweep_seconds,
+                "options": {"expires": settings.notify_sweep_seconds},
+            },
         },
     }
     if settings.embedded:

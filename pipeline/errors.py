@@ -204,6 +204,12 @@ class RevisionsExhausted(ApprovalError):
     reason = "max_revisions_exceeded"
 
 
+class NotificationFailed(RubotError):
+    """A notifier could not deliver a notification; the outbox keeps it and it is sent again."""
+
+    reason = "notification_failed"
+
+
 class WaitTimeout(RunError):
     """``pipeline.wait`` gave up before the run reached a resting status."""
 

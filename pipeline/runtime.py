@@ -12,6 +12,7 @@ import importlib
 import os
 import threading
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from celery import Celery
@@ -19,6 +20,11 @@ from celery import Celery
 from pipeline.engine.hooks import HOOKS_KEY, HookChain, Hooks
 from pipeline.errors import ConfigurationError
 from pipeline.models.base import ModelProvider
+from pipeline.notify import configure as notify_setup
+from pipeline.notify.base import Directory, Notifier
+from pipeline.notify.outbox import PLANNER_KEY
+from pipeline.notify.planner import Planner
+from pipeline.notify.sender import SEND_TASK
 from pipeline.settings import Settings
 from pipeline.store.db import Database
 
@@ -30,7 +36,14 @@ class Runtime:
     """One deployment: its settings, database, Celery app, model provider and lifecycle hooks."""
 
     def __init__(
-        self, settings: Settings, app: Celery, *, model: ModelProvider | None = None, hooks: Iterable[Hooks] = ()
+        self,
+        settings: Settings,
+        app: Celery,
+        *,
+        model: ModelProvider | None = None,
+        hooks: Iterable[Hooks] = (),
+        notifiers: Iterable[Notifier] | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.settings = settings
         self.app = app
@@ -39,7 +52,36 @@ class Runtime:
         self.hooks = HookChain(hooks)
         # Every transaction can reach the hooks, so a state change queues its hook to run after the commit.
         self.db.session_info[HOOKS_KEY] = self.hooks
+        self.notifications: Planner | None = None
+        self.use_notifications(notifiers, directory=directory)
         app.rubot_runtime = self  # type: ignore[attr-defined]
+
+    def use_notifications(
+        self,
+        notifiers: Iterable[Notifier] | None = None,
+        *,
+        directory: Directory | None = None,
+        base_url: str | None = None,
+        secret_key: str | None = None,
+    ) -> Planner | None:
+        """Set up approval notifications: ``notifiers`` (default: those the settings configure, e.g. SMTP and a
+        webhook) and the ``directory`` of approvers (default: the settings' role → e-mail mapping). ``[]`` turns
+        them off. ``base_url`` and ``secret_key`` (for signed links) default to ``RUBOT_WEB_BASE_URL`` and
+        ``RUBOT_WEB_SECRET_KEY``. Approval changes write outbox rows in their own transaction; the rows are sent by
+        ``rubot.send_notification``."""
+        self.notifications = notify_setup.planner(
+            self.settings,
+            partial(self.send, SEND_TASK),
+            notifiers=notifiers,
+            directory=directory,
+            base_url=base_url,
+            secret_key=secret_key,
+        )
+        if self.notifications is None:
+            self.db.session_info.pop(PLANNER_KEY, None)
+        else:
+            self.db.session_info[PLANNER_KEY] = self.notifications
+        return self.notifications
 
     def send(self, task: str, *args: Any, **options: Any) -> None:
         """Send a task by its stable name (ids only in ``args``)."""

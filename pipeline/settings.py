@@ -42,6 +42,22 @@ class Settings:
     redis_key_prefix: str = ""
     broker_polling_interval: float = 0.05
     log_level: str = "INFO"
+    #: Notifications (pipeline/notify): SMTP e-mail, a JSON webhook, who approves what, signed links, sweeps.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "rubot@localhost"
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_starttls: bool = False
+    webhook_url: str | None = field(default=None, repr=False)
+    #: Role -> e-mail addresses of the people who hold it (the built-in directory of approvers).
+    approvers: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    #: Where the web app is reached (for links in notifications) and the key that signs approval links.
+    web_base_url: str | None = None
+    web_secret_key: str | None = field(default=None, repr=False)
+    link_max_age_seconds: int = 3 * 24 * 3600
+    notify_sweep_seconds: float = 30.0
+    notify_max_attempts: int = 10
     # Model -> price (USD per MTok), filled by config.settings.load() from config/pricing.py and
     # RUBOT_PRICES_FILE. Empty by default: a model without a price fails cost accounting (closed), it is not free.
     prices: Mapping[str, ModelPrice] = field(default_factory=dict, hash=False)

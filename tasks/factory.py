@@ -8,7 +8,7 @@ from config import celery as celery_config
 from pipeline.models.base import ModelProvider
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings
-from tasks import expiry, recovery, runs
+from tasks import expiry, notify, recovery, runs
 
 
 def make_app(settings: Settings, *, name: str = "rubot", model: ModelProvider | None = None) -> Celery:
@@ -18,4 +18,5 @@ def make_app(settings: Settings, *, name: str = "rubot", model: ModelProvider | 
     runs.register(app, runtime)
     recovery.register(app, runtime)
     expiry.register(app, runtime)
+    notify.register(app, runtime)
     return app

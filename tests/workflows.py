@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from marshmallow import fields
@@ -169,5 +170,20 @@ class SummarizedWorkflow(Workflow):
         role="manager",
         reason="Purchases over 1000 cents need a manager.",
         summary="Buy from {state[draft][vendor]} for {input[amount_cents]} cents",
+    )
+    after = _record("after")
+
+
+class SlaWorkflow(Workflow):
+    """A reminder after 30 minutes, escalation to a director after an hour."""
+
+    input_schema = {"sink": fields.String(required=True)}
+    manager = approval_step(
+        role="manager",
+        reason="Needs a manager.",
+        sla=timedelta(minutes=30),
+        expires_in=timedelta(hours=1),
+        on_expire="escalate",
+        escalate_to="director",
     )
     after = _record("after")

@@ -19,7 +19,7 @@ from pipeline.auth.principal import Principal
 from pipeline.errors import RubotError
 from pipeline.redact import redact
 from pipeline.store.tables import RUN_STATUSES
-from pipeline.web import auth, decisions, reads
+from pipeline.web import auth, decisions, links, reads
 from pipeline.web.errors import invalid_request, status_for
 from pipeline.web.security import check_csrf, csrf_token, secure_headers
 
@@ -171,6 +171,7 @@ def _register_actions() -> None:
 
 
 _register_actions()
+links.register(bp)
 
 
 def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
