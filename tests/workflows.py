@@ -187,3 +187,27 @@ class SlaWorkflow(Workflow):
         escalate_to="director",
     )
     after = _record("after")
+
+
+class RevisingWorkflow(Workflow):
+    """Request changes sends the run back to ``draft``, which reads the reviewer's comment; two revisions at most."""
+
+    input_schema = {"sink": fields.String(required=True)}
+
+    @step
+    def draft(self):
+        previous = self.run.state.get("draft") or {}
+        comment = (self.run.state.get("review") or {}).get("comment")
+        version = previous.get("version", 0) + 1
+        record(self.run.input["sink"], f"{self.run.id} draft v{version} comment={comment}")
+        return {"version": version, "amount_cents": 5000 - 1000 * (version - 1), "addressed": comment}
+
+    review = approval_step(
+        role="manager",
+        reason="Check the draft.",
+        summary="Draft v{state[draft][version]}: {state[draft][amount_cents]} cents",
+        on_changes_requested="revise",
+        revise_from="draft",
+        max_revisions=2,
+    )
+    after = _record("after")
