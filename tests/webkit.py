@@ -71,3 +71,57 @@ def served(app: Flask, host: str = "127.0.0.1") -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(10)
+
+
+class IdentityProxy:
+    """A tiny reverse proxy standing in for oauth2-proxy: it drops any identity headers a client sends, adds those
+    of the one user it signs in, and forwards to the app from the trusted proxy address (``PROXY_ADDRESS``)."""
+
+    def __init__(self, upstream: str, user: str, roles: tuple[str, ...] = ()) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        added = identity(user, roles=roles)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("x-forwarded-")}
+                headers.update(added)
+                connection = http.client.HTTPConnection(
+                    target.hostname, target.port, timeout=60, source_address=(PROXY_ADDRESS, 0)
+                )
+                try:
+                    connection.request(self.command, self.path, body=body or None, headers=headers)
+                    response = connection.getresponse()
+                    payload = response.read()
+                    self.send_response(response.status, response.reason)
+                    for name, value in response.getheaders():
+                        if name.lower() not in {"transfer-encoding", "connection", "content-length"}:
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                finally:
+                    connection.close()
+
+            do_GET = do_POST = _forward  # noqa: N815 - http.server's names
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> IdentityProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
