@@ -5,6 +5,7 @@ start runs with :func:`run` (waits) or :func:`enqueue` (returns at once).
 """
 
 from pipeline.api import enqueue, get_run, list_runs, run, wait
+from pipeline.auth.principal import Principal
 from pipeline.definitions.agent import Agent
 from pipeline.definitions.dsl import agent_step, approval_step, parallel, step, tool_step
 from pipeline.definitions.operation import Operation
@@ -12,6 +13,7 @@ from pipeline.definitions.tool import Tool, ToolContext
 from pipeline.definitions.workflow import Workflow
 from pipeline.errors import (
     ApprovalAlreadyDecided,
+    ApprovalForbidden,
     DefinitionError,
     InvalidRunInput,
     RubotError,
@@ -25,10 +27,12 @@ __all__ = [
     "Agent",
     "Approval",
     "ApprovalAlreadyDecided",
+    "ApprovalForbidden",
     "DefinitionError",
     "Event",
     "InvalidRunInput",
     "Operation",
+    "Principal",
     "RubotError",
     "Run",
     "RunError",

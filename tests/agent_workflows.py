@@ -115,6 +115,13 @@ class BudgetedWorkflow(Workflow):
     desk = agent_step(SupportAgent)
 
 
+def up_to_a_thousand_dollars(check):
+    """The Tool's approvers hook: a treasurer approves payments up to 100000 cents; larger ones need the CFO."""
+    if check.tool_input["amount_cents"] > 100_000 and not check.principal.has_role("cfo"):
+        return "payments over 100000 cents need the CFO"
+    return True
+
+
 class PayInvoice(Tool):
     """Always needs a treasurer; its arguments are nested and carry a credential the page must never show."""
 
@@ -122,6 +129,7 @@ class PayInvoice(Tool):
     side_effects = True
     approval_role = "treasurer"
     approval_summary = "Pay {amount_cents} cents for invoice {invoice[id]}"
+    approvers = up_to_a_thousand_dollars
     input_schema = {
         "invoice": fields.Dict(required=True),
         "amount_cents": fields.Integer(required=True),

@@ -134,8 +134,13 @@ def test_only_an_engineering_manager_approves_in_the_browser_and_the_timeline_sh
         mia.find_element("id", "comment").send_keys("Approved: strong agenda fit.")
         mia.find_element("id", "approve").click()
 
-        # Then the run completes and its page's timeline shows the authenticated principal and the time
-        done = pipeline.wait(run.id, timeout=60)
+        # Then the browser lands on the run page (post/redirect/get), the run completes, and the page's timeline
+        # shows the authenticated principal and the time
+        eventually(lambda: mia.title.startswith("Run "), what="the redirect to the run page")
+        assert "was approved by mia@example.com" in mia.page_source
+        done = eventually(
+            lambda: (r := pipeline.get_run(run.id)).status in ("completed", "failed") and r, what="the run to finish"
+        )
         assert done.status == "completed", done.error
         mia.get(f"{mia_proxy.url}/runs/{run.id}")
         assert mia.find_element("id", "run-status").text == "completed"

@@ -116,3 +116,21 @@ def test_a_summary_template_that_fails_does_not_fail_the_run(stack, sink):
     assert summarize(BrokenSummary.step_named("manager").summary, {"input": {}, "state": {}, "context": {}}).startswith(
         "(the summary could not be made: KeyError"
     )
+
+
+def test_the_tools_approvers_hook_narrows_who_approves_a_call(stack, model, sink):
+    from pipeline.auth import Principal
+    from pipeline.errors import ApprovalForbidden
+
+    big = {**ARGS, "amount_cents": 250_000}
+    model.add(reply(tool_uses=[("pay_invoice", big)]), final())
+    run = pipeline.run(aw.BillingWorkflow, input={"invoice_id": "inv_9"}, timeout=60)
+    assert run.waiting_for_approval, run.error
+
+    with pytest.raises(ApprovalForbidden, match="need the CFO"):
+        run.approve(Principal.of("tess@example.com", roles=["treasurer"]))
+    assert pipeline.get_run(run.id).pending_approval is not None and sink_lines(sink) == []
+
+    run.approve(Principal.of("carl@example.com", roles=["treasurer", "cfo"]))
+    assert pipeline.wait(run.id, timeout=60).status == "completed"
+    assert len(sink_lines(sink)) == 1

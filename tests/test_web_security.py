@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import func, select
 
 import pipeline
-from pipeline.notify.base import SettingsDirectory
 from pipeline.notify.links import LinkSigner
 from pipeline.store.tables import ApprovalRow, EffectRow, EventRow, LinkUseRow, OutboxRow, RunRow
 from pipeline.web import create_app
@@ -27,7 +26,7 @@ def snapshot(stack, run_id: str) -> tuple:
             run.status,
             run.dispatch_seq,
             repr(run.state),
-            [(a.id, a.status, a.decided_by) for a in s.scalars(select(ApprovalRow).where(ApprovalRow.run_id == run_id))],
+            [(a.id, a.status, a.decided_by) for a in s.scalars(select(ApprovalRow).filter_by(run_id=run_id))],
             s.scalar(select(func.count()).select_from(EventRow).where(EventRow.run_id == run_id)),
             s.scalar(select(func.count()).select_from(EffectRow).where(EffectRow.run_id == run_id)),
             s.scalar(select(func.count()).select_from(LinkUseRow)),
@@ -67,13 +66,17 @@ def test_get_on_every_page_link_and_endpoint_changes_nothing(stack, sink):
 
     # When every page, link and endpoint is fetched with GET (and HEAD), as a signed-in manager with a token
     statuses = {}
-    with webkit.served(app) as upstream, webkit.IdentityProxy(upstream, "mia@example.com", roles=("manager",)) as proxy:
-        with httpx.Client(base_url=proxy.url, headers={"Authorization": f"Bearer {api_token}"}) as browser:
-            for path in paths:
-                for method in ("GET", "HEAD"):
-                    # Query parameters that a decision would take, in case a handler read them on GET
-                    query = f"{'&' if '?' in path else '?'}approval_id={approval.id}&comment=x&payload=1"
-                    statuses[method, path] = browser.request(method, path + query).status_code
+    credentials = {"Authorization": f"Bearer {api_token}"}
+    with (
+        webkit.served(app) as upstream,
+        webkit.IdentityProxy(upstream, "mia@example.com", roles=("manager",)) as proxy,
+        httpx.Client(base_url=proxy.url, headers=credentials) as browser,
+    ):
+        for path in paths:
+            for method in ("GET", "HEAD"):
+                # Query parameters that a decision would take, in case a handler read them on GET
+                query = f"{'&' if '?' in path else '?'}approval_id={approval.id}&comment=x&payload=1"
+                statuses[method, path] = browser.request(method, path + query).status_code
 
     # Then the pages answered, the action URLs refused the method, and nothing at all changed
     assert statuses["GET", "/"] == 302  # to /runs
