@@ -188,14 +188,18 @@ def test_a_lost_send_message_is_swept_and_sent_once(stack, sink, notifying):
     assert [status for *_, status, _ in outbox(stack, run.id)] == ["pending", "pending"]
     assert inbox.messages == []
 
-    # When the beat sweep runs (here: as it would a minute later), then again
-    dispatch = lambda outbox_id: stack.runtime.send(sender.SEND_TASK, outbox_id)  # noqa: E731
-    later = utcnow() + timedelta(minutes=1)
-    assert len(sender.sweep(stack.runtime.db, dispatch, now=later)) == 2
+    # When beat's sweep task runs once the rows are older than the sweep's grace period, then runs again
+    with stack.runtime.db.transaction() as s:
+        for row in s.query(OutboxRow).filter_by(run_id=run.id):
+            row.created_at = utcnow() - timedelta(minutes=1)
+    stack.app.send_task(sender.SWEEP_TASK, queue=stack.settings.queue)
     eventually(lambda: all_sent(stack, run.id, 2), what="the swept notifications sent")
-    assert sender.sweep(stack.runtime.db, dispatch, now=later) == []
+    stack.app.send_task(sender.SWEEP_TASK, queue=stack.settings.queue)
+    dispatch = lambda outbox_id: stack.runtime.send(sender.SEND_TASK, outbox_id)  # noqa: E731
+    assert sender.sweep(stack.runtime.db, dispatch, now=utcnow() + timedelta(minutes=5)) == []
 
     # Then each went out exactly once
+    eventually(lambda: len(inbox.messages) == 1 and len(received.calls) == 1, what="one e-mail and one call")
     assert len(inbox.to("mia@example.com")) == 1 and len(received.calls) == 1
 
 
@@ -277,3 +281,37 @@ def test_sla_combinations_are_checked_when_classes_are_created():
 
             def call(self):
                 return {}
+
+
+def test_notification_settings_come_from_the_environment(tmp_path):
+    from config.settings import load
+    from pipeline.errors import ConfigurationError
+    from pipeline.notify.configure import notifiers_from
+
+    env = {
+        "RUBOT_HOME": str(tmp_path),
+        "RUBOT_SMTP_HOST": "mail.internal",
+        "RUBOT_SMTP_PORT": "2525",
+        "RUBOT_SMTP_FROM": "rubot@example.com",
+        "RUBOT_SMTP_PASSWORD": "smtp-secret",
+        "RUBOT_NOTIFY_WEBHOOK_URL": "https://hooks.example.com/T000/B000/xyz",
+        "RUBOT_APPROVERS": '{"engineering_manager": ["mia@example.com", "max@example.com"]}',
+        "RUBOT_WEB_BASE_URL": "https://rubot.example.com",
+        "RUBOT_WEB_SECRET_KEY": "k",
+    }
+    settings = load(env)
+    email, webhook = notifiers_from(settings)
+    assert (email.host, email.port, email.sender) == ("mail.internal", 2525, "rubot@example.com")
+    assert webhook.url.endswith("/xyz")
+    assert settings.approvers == {"engineering_manager": ("mia@example.com", "max@example.com")}
+    assert "smtp-secret" not in repr(settings) and "smtp-secret" not in repr(email) and "xyz" not in repr(webhook)
+    people = SettingsDirectory(settings.approvers).approvers("engineering_manager", "ann@example.com")
+    assert [(p.id, p.roles) for p in people] == [
+        ("max@example.com", ("engineering_manager",)),
+        ("mia@example.com", ("engineering_manager",)),
+        ("ann@example.com", ()),
+    ]
+    with pytest.raises(ConfigurationError, match="RUBOT_APPROVERS is not valid JSON"):
+        load({**env, "RUBOT_APPROVERS": "{nope"})
+    with pytest.raises(ConfigurationError, match="must map roles to lists"):
+        load({**env, "RUBOT_APPROVERS": '{"m": "mia@example.com"}'})
