@@ -12,7 +12,7 @@ from pathlib import Path
 
 from marshmallow import fields
 
-from pipeline import Agent, Tool, Workflow, agent_step, step
+from pipeline import Agent, Tool, Workflow, agent_step, approval_step, step
 from pipeline.llm.policy import Policy
 
 
@@ -156,3 +156,16 @@ class BillingAgent(Agent):
 
 class BillingWorkflow(Workflow):
     desk = agent_step(BillingAgent)
+
+
+def _with_review_comment(input, state, context):
+    comment = (state.get("review") or {}).get("comment")
+    return {**input, "message": input["message"] + (f" Reviewer: {comment}" if comment else "")}
+
+
+class ReviewedSupportWorkflow(Workflow):
+    """The agent's answer is reviewed; changes requested send the agent step round again with the comment."""
+
+    input_schema = {"order_id": fields.Integer(required=True), "message": fields.String(required=True)}
+    desk = agent_step(SupportAgent, input=_with_review_comment)
+    review = approval_step(role="support_lead", on_changes_requested="revise", revise_from="desk", max_revisions=1)

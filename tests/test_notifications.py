@@ -315,3 +315,27 @@ def test_notification_settings_come_from_the_environment(tmp_path):
         load({**env, "RUBOT_APPROVERS": "{nope"})
     with pytest.raises(ConfigurationError, match="must map roles to lists"):
         load({**env, "RUBOT_APPROVERS": '{"m": "mia@example.com"}'})
+
+
+def test_the_notification_tasks_and_beat_entries_are_registered_by_name(stack):
+    from config.celery import build
+
+    schedule = build(stack.settings)["beat_schedule"]
+    assert schedule["rubot-sweep-notifications"]["task"] == sender.SWEEP_TASK
+    assert schedule["rubot-remind-approvals"]["task"] == reminders.SWEEP_TASK
+    for name in (sender.SEND_TASK, sender.SWEEP_TASK, reminders.SWEEP_TASK):
+        assert name in stack.app.tasks
+
+
+def test_the_reminder_task_reminds_through_the_broker(stack, sink, notifying):
+    inbox, _, _ = notifying
+    run = parked(workflows.SlaWorkflow, sink)
+    with stack.runtime.db.transaction() as s:  # as if the 30 minutes had passed
+        from pipeline.store.tables import ApprovalRow
+
+        s.get(ApprovalRow, run.pending_approval.id).remind_at = utcnow() - timedelta(seconds=1)
+
+    stack.app.send_task(reminders.SWEEP_TASK, queue=stack.settings.queue)
+
+    eventually(lambda: pipeline.get_run(run.id).pending_approval.reminded_at, what="the reminder")
+    eventually(lambda: any("Reminder" in m["Subject"] for m in inbox.to("mia@example.com")), what="the e-mail")

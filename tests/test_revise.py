@@ -128,3 +128,28 @@ def test_bad_revise_definitions_fail_at_class_creation(kwargs, message):
             @step
             def later(self):
                 return {}
+
+
+def test_an_agent_step_is_revised_with_the_comment_and_its_earlier_turns_are_kept(stack, model, sink):
+    from pipeline.testing import reply
+    from tests import agent_workflows as aw
+
+    def final(text):
+        return reply(tool_uses=[("final_answer", {"resolution": text, "refunded_cents": 0})])
+
+    model.add(final("first answer"), final("second answer"))
+    run = pipeline.run(aw.ReviewedSupportWorkflow, input={"order_id": 7, "message": "Where is it?"}, timeout=60)
+    assert run.waiting_for_approval, run.error
+
+    run.request_changes(requested_by="lead@example.com", comment="Offer a voucher")
+    run = pipeline.wait(run, timeout=60)
+
+    assert run.waiting_for_approval, run.error
+    assert run.state["desk"]["resolution"] == "second answer"
+    assert "Reviewer: Offer a voucher" in model.requests[1].messages[0]["content"]
+    assert "Reviewer" not in model.requests[0].messages[0]["content"]
+    keys = [e.op_key for e in run.effects]
+    assert {"r1:desk/input", "r1:desk/turn-1", "r1:desk", "desk/input", "desk/turn-1", "desk"} <= set(keys)
+    run.approve(approved_by="lead@example.com")
+    assert pipeline.wait(run, timeout=60).status == "completed"
+    assert len(model.requests) == 2
