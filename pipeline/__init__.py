@@ -6,6 +6,7 @@ start runs with :func:`run` (waits) or :func:`enqueue` (returns at once). Inside
 """
 
 from pipeline.api import enqueue, get_run, list_runs, migrate, run, wait
+from pipeline.auth.principal import Principal
 from pipeline.definitions.agent import Agent
 from pipeline.definitions.dsl import agent_step, approval_step, parallel, step, tool_step
 from pipeline.definitions.operation import Operation
@@ -13,6 +14,7 @@ from pipeline.definitions.tool import Tool, ToolContext
 from pipeline.definitions.workflow import Workflow
 from pipeline.errors import (
     ApprovalAlreadyDecided,
+    ApprovalForbidden,
     DefinitionError,
     InvalidRunInput,
     RubotError,
@@ -30,10 +32,12 @@ __all__ = [
     "Agent",
     "Approval",
     "ApprovalAlreadyDecided",
+    "ApprovalForbidden",
     "DefinitionError",
     "Event",
     "InvalidRunInput",
     "Operation",
+    "Principal",
     "RubotError",
     "Run",
     "RunError",

@@ -228,6 +228,25 @@ class RunFailed(RunError):
     reason = "run_failed"
 
 
+class ApprovalForbidden(ApprovalError):
+    """The principal may not decide this approval (it lacks the role and is not the assignee, or a policy said
+    no). The refusal is recorded as an ``approval.refused`` event; nothing else changes."""
+
+    reason = "approval_forbidden"
+
+
+class RevisionsExhausted(ApprovalError):
+    """Changes were requested on an approval whose step already used up its ``max_revisions``."""
+
+    reason = "max_revisions_exceeded"
+
+
+class NotificationFailed(RubotError):
+    """A notifier could not deliver a notification; the outbox keeps it and it is sent again."""
+
+    reason = "notification_failed"
+
+
 class WaitTimeout(RunError):
     """``pipeline.wait`` gave up before the run reached a resting status."""
 

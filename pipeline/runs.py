@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pipeline.auth.principal import Principal
 from pipeline.engine.snapshots import Approval, Effect, Event, Usage
+from pipeline.errors import ApprovalError
 from pipeline.store import queries
 from pipeline.store.tables import CANCELLED, COMPLETED, FAILED, TERMINAL, WAITING, RunRow
 
@@ -32,6 +34,8 @@ class Run:
         self.input: Any = row.input
         self.context: Any = row.context
         self.subject: Any = row.subject
+        #: Who launched the run (``context["user"]["id"]``), when known.
+        self.user_id: str | None = row.user_id
         self.state: dict[str, Any] = dict(row.state or {})
         self.output: Any = row.output
         self.error: dict[str, Any] | None = row.error
@@ -119,28 +123,78 @@ class Run:
         return self
 
     def approve(
-        self, approved_by: str, payload: Any = None, *, comment: str | None = None, approval_id: str | None = None
+        self,
+        approved_by: str | Principal,
+        payload: Any = None,
+        *,
+        comment: str | None = None,
+        approval_id: str | None = None,
+        via: str = "python",
     ) -> Approval:
-        """Approve the pending approval; the run is re-enqueued from SQL."""
-        return self._decide("approved", approved_by, payload, comment, approval_id)
+        """Approve the pending approval; the run is re-enqueued from SQL.
+
+        ``approved_by`` is a :class:`~pipeline.auth.Principal` (its roles are checked against the approval's role
+        or assignee and the ``approvers`` hooks; :class:`~pipeline.errors.ApprovalForbidden` if it may not) or a
+        plain string, which makes this a *trusted-caller* call: your code vouches for the decider, only an
+        assignee is checked, and the trail records ``via`` (``"python"``). Without ``payload`` the decision's
+        payload is ``{"approved_by": <id>}``.
+        """
+        return self._decide("approved", approved_by, payload, comment, approval_id, via)
 
     def reject(
-        self, rejected_by: str, payload: Any = None, *, comment: str | None = None, approval_id: str | None = None
+        self,
+        rejected_by: str | Principal,
+        payload: Any = None,
+        *,
+        comment: str | None = None,
+        approval_id: str | None = None,
+        via: str = "python",
     ) -> Approval:
         """Reject the pending approval; the run fails with reason ``rejected`` unless the step continues."""
-        return self._decide("rejected", rejected_by, payload, comment, approval_id)
+        return self._decide("rejected", rejected_by, payload, comment, approval_id, via)
 
     def request_changes(
-        self, requested_by: str, payload: Any = None, *, comment: str | None = None, approval_id: str | None = None
+        self,
+        requested_by: str | Principal,
+        payload: Any = None,
+        *,
+        comment: str | None = None,
+        approval_id: str | None = None,
+        via: str = "python",
     ) -> Approval:
-        """Send the approval back with requested changes (reason ``changes_requested`` by default)."""
-        return self._decide("changes_requested", requested_by, payload, comment, approval_id)
+        """Send the approval back with requested changes: the run fails with reason ``changes_requested``,
+        continues, or (``on_changes_requested="revise"``) runs again from an earlier step."""
+        return self._decide("changes_requested", requested_by, payload, comment, approval_id, via)
 
-    def _decide(self, decision: str, by: str, payload: Any, comment: str | None, approval_id: str | None) -> Approval:
+    def _decide(
+        self,
+        decision: str,
+        by: str | Principal,
+        payload: Any,
+        comment: str | None,
+        approval_id: str | None,
+        via: str,
+        *,
+        link_id: str | None = None,
+    ) -> Approval:
         from pipeline.engine import approvals
 
+        if isinstance(by, Principal):
+            principal, trusted = by, False
+        elif isinstance(by, str) and by.strip():
+            principal, trusted = Principal.of(by.strip(), via=via), True
+        else:
+            raise ApprovalError("a decision needs the identity of who made it (a non-empty string or a Principal)")
         approval = approvals.decide(
-            self._runtime, self.id, decision, by=by, payload=payload, comment=comment, approval_id=approval_id
+            self._runtime,
+            self.id,
+            decision,
+            by=principal,
+            trusted=trusted,
+            payload=payload,
+            comment=comment,
+            approval_id=approval_id,
+            link_id=link_id,
         )
         self.refresh()
         return approval

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from celery import Celery
@@ -23,6 +24,11 @@ from pipeline.engine.admission import AdmissionHooks
 from pipeline.engine.hooks import HOOKS_KEY, HookChain, Hooks
 from pipeline.errors import ConfigurationError
 from pipeline.models.base import ModelProvider
+from pipeline.notify import configure as notify_setup
+from pipeline.notify.base import Directory, Notifier
+from pipeline.notify.outbox import PLANNER_KEY
+from pipeline.notify.planner import Planner
+from pipeline.notify.sender import SEND_TASK
 from pipeline.settings import Settings
 from pipeline.store.db import Database
 
@@ -44,6 +50,8 @@ class Runtime:
         *,
         model: ModelProvider | None = None,
         hooks: Iterable[Hooks] = (),
+        notifiers: Iterable[Notifier] | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self._settings: Settings | None = settings if isinstance(settings, Settings) else None
         self._loader = None if isinstance(settings, Settings) else settings
@@ -53,6 +61,10 @@ class Runtime:
         # Admission is the first hook: a run leaving "running" frees a slot for a waiting one.
         self.hooks = HookChain([AdmissionHooks(self), *hooks])
         self._resolve = threading.RLock()
+        # Notifications are set up with the database (settings may be loaded lazily, e.g. from Django's).
+        self._notify_args: dict[str, Any] = {"notifiers": notifiers, "directory": directory}
+        self._notifications: Planner | None = None
+        self._notifications_ready = False
         app.rubot_runtime = self  # type: ignore[attr-defined]
 
     @property
@@ -81,6 +93,8 @@ class Runtime:
                     # Every transaction can reach the hooks, so a state change queues its hook after the commit.
                     db.session_info[HOOKS_KEY] = self.hooks
                     self._db = db
+                    if not self._notifications_ready:
+                        self.use_notifications(**self._notify_args)
         return self._db
 
     @property
@@ -94,6 +108,40 @@ class Runtime:
     @model.setter
     def model(self, provider: ModelProvider) -> None:
         self._model = provider
+
+    @property
+    def notifications(self) -> Planner | None:
+        """What approval changes notify, and how (``None``: notifications are off)."""
+        self.db  # noqa: B018 - notifications are set up with the database
+        return self._notifications
+
+    def use_notifications(
+        self,
+        notifiers: Iterable[Notifier] | None = None,
+        *,
+        directory: Directory | None = None,
+        base_url: str | None = None,
+        secret_key: str | None = None,
+    ) -> Planner | None:
+        """Set up approval notifications: ``notifiers`` (default: those the settings configure, e.g. SMTP and a
+        webhook) and the ``directory`` of approvers (default: the settings' role → e-mail mapping). ``[]`` turns
+        them off. ``base_url`` and ``secret_key`` (for signed links) default to ``RUBOT_WEB_BASE_URL`` and
+        ``RUBOT_WEB_SECRET_KEY``. Approval changes write outbox rows in their own transaction; the rows are sent by
+        ``rubot.send_notification``."""
+        self._notifications_ready = True
+        self._notifications = notify_setup.planner(
+            self.settings,
+            partial(self.send, SEND_TASK),
+            notifiers=notifiers,
+            directory=directory,
+            base_url=base_url,
+            secret_key=secret_key,
+        )
+        if self._notifications is None:
+            self.db.session_info.pop(PLANNER_KEY, None)
+        else:
+            self.db.session_info[PLANNER_KEY] = self._notifications
+        return self._notifications
 
     def send(self, task: str, *args: Any, **options: Any) -> None:
         """Send a task by its stable name (ids only in ``args``), JSON-serialized whatever the app's default."""

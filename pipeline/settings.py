@@ -49,6 +49,22 @@ class Settings:
     redis_key_prefix: str = ""
     broker_polling_interval: float = 0.05
     log_level: str = "INFO"
+    #: Notifications (pipeline/notify): SMTP e-mail, a JSON webhook, who approves what, signed links, sweeps.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "rubot@localhost"
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_starttls: bool = False
+    webhook_url: str | None = field(default=None, repr=False)
+    #: Role -> e-mail addresses of the people who hold it (the built-in directory of approvers).
+    approvers: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    #: Where the web app is reached (for links in notifications) and the key that signs approval links.
+    web_base_url: str | None = None
+    web_secret_key: str | None = field(default=None, repr=False)
+    link_max_age_seconds: int = 3 * 24 * 3600
+    notify_sweep_seconds: float = 30.0
+    notify_max_attempts: int = 10
     # Model -> price (USD per MTok): pipeline/llm/default_prices.py with RUBOT_PRICES_FILE merged over it.
     # Empty when built by hand: a model without a price fails cost accounting (closed), it is not free.
     prices: Mapping[str, ModelPrice] = field(default_factory=dict, hash=False)
@@ -108,7 +124,51 @@ def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any
         cache_ttl=choice(env, "RUBOT_CACHE_TTL", "5m", TTLS),
         batch_poll_seconds=positive(env, "RUBOT_BATCH_POLL_SECONDS", 60.0, float),
         batch_max_attempts=positive(env, "RUBOT_BATCH_MAX_ATTEMPTS", 3, int),
+        smtp_host=env.get("RUBOT_SMTP_HOST") or None,
+        smtp_port=number(env, "RUBOT_SMTP_PORT", 25, int),
+        smtp_from=str(env.get("RUBOT_SMTP_FROM") or "rubot@localhost"),
+        smtp_user=env.get("RUBOT_SMTP_USER") or None,
+        smtp_password=env.get("RUBOT_SMTP_PASSWORD") or None,
+        smtp_starttls=flag(env.get("RUBOT_SMTP_STARTTLS")),
+        webhook_url=env.get("RUBOT_NOTIFY_WEBHOOK_URL") or None,
+        approvers=approver_table(env.get("RUBOT_APPROVERS"), env.get("RUBOT_APPROVERS_FILE")),
+        web_base_url=env.get("RUBOT_WEB_BASE_URL") or None,
+        web_secret_key=env.get("RUBOT_WEB_SECRET_KEY") or None,
+        link_max_age_seconds=positive(env, "RUBOT_LINK_MAX_AGE_SECONDS", 3 * 24 * 3600, int),
+        notify_sweep_seconds=positive(env, "RUBOT_NOTIFY_SWEEP_SECONDS", 30.0, float),
     )
+
+
+def flag(value: Any) -> bool:
+    """A boolean setting: ``True``/``False`` from host settings, or 1/true/yes/on from the environment."""
+    if isinstance(value, bool):
+        return value
+    return str(value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def approver_table(value: Any, path: Any = None) -> dict[str, tuple[str, ...]]:
+    """Role -> e-mail addresses, from ``RUBOT_APPROVERS`` (JSON, or a dict in host settings) or the JSON file
+    named by ``RUBOT_APPROVERS_FILE``."""
+    where = "RUBOT_APPROVERS"
+    if not value and path:
+        where = str(path)
+        try:
+            value = Path(where).expanduser().read_text()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read RUBOT_APPROVERS_FILE {where!r}: {exc.strerror or exc}") from None
+    if not value:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"{where} is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, list | tuple) and all(isinstance(e, str) for e in v)
+        for k, v in value.items()
+    ):
+        raise ConfigurationError(f'{where} must map roles to lists of e-mail addresses: {{"role": ["a@example.com"]}}')
+    return {role: tuple(emails) for role, emails in value.items()}
 
 
 def names(value: Any, *, what: str) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ import click
 
 from pipeline.errors import ConfigurationError, DefinitionError, RubotError
 from pipeline.store.tables import RUN_STATUSES
-from rubot_app.scripts import output
+from rubot_app.scripts import access, output
 
 SETUP_ERROR = 2
 RUN_ERROR = 1
@@ -177,19 +177,36 @@ def _decision_command(name: str, method: str, verb: str, summary: str) -> None:
     @main.command(name=name, help=summary)
     @click.argument("run_id")
     @click.option("--by", "by", required=True, help="Who decides (recorded on the approval).")
+    @click.option(
+        "--role",
+        "roles",
+        multiple=True,
+        metavar="ROLE",
+        help="A role WHO holds (repeatable). With --role the decision is checked like a web one: WHO must hold "
+        "the approval's role or be its assignee. Without it this is a trusted operator's call (via cli).",
+    )
     @click.option("--comment", help="A note stored with the decision.")
     @click.option("--payload", callback=_payload, metavar="JSON", help="JSON data stored with the decision.")
     @click.option("--approval", "approval_id", metavar="ID", help="Decide this approval (default: the pending one).")
     @click.option("--wait", is_flag=True, help="Wait until the run completes, fails or waits again.")
     @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds --wait waits at most.")
     def command(
-        run_id: str, by: str, comment: str | None, payload: Any, approval_id: str | None, wait: bool, timeout: float
+        run_id: str,
+        by: str,
+        roles: tuple[str, ...],
+        comment: str | None,
+        payload: Any,
+        approval_id: str | None,
+        wait: bool,
+        timeout: float,
     ) -> None:
         import pipeline
+        from pipeline.auth import Principal
 
         _runtime()
         run = pipeline.get_run(run_id)
-        approval = getattr(run, method)(by, payload, comment=comment, approval_id=approval_id)
+        decider: Any = Principal.of(by, roles=roles, via="cli") if roles else by
+        approval = getattr(run, method)(decider, payload, comment=comment, approval_id=approval_id, via="cli")
         click.echo(f"{verb} {approval.id} ({approval.step}, {approval.role}) of {run.id} by {by}.")
         if wait:
             run = pipeline.wait(run, timeout=timeout)
@@ -382,6 +399,7 @@ def web(host: str, port: int, gunicorn_args: tuple[str, ...]) -> None:
         found = False
     if not found:
         raise ConfigurationError(f"the web app module {WEB_APP} is not available in this installation")
+    access.announce_web_auth(host, loopback=LOOPBACK)
     exec_command(web_argv(host=host, port=port, extra=gunicorn_args))
 
 
@@ -459,6 +477,8 @@ def bench(stack: str, repeats: int, runs: int, concurrency: int, quick: bool, js
     argv += ["--json", str(json_path)] if json_path else []
     raise click.exceptions.Exit(bench_main(argv))
 
+
+main.add_command(access.tokens)
 
 if __name__ == "__main__":
     main()

@@ -114,7 +114,15 @@ def approval_lines(approvals: Sequence[Approval], *, indent: str = "  ") -> list
     if not approvals:
         return [f"{indent}(none)"]
     rows = [
-        [a.id, a.step, a.role, a.status, a.decided_by or "-", when(a.decided_at), clip(a.comment or a.reason or "", 48)]
+        [
+            a.id,
+            a.step,
+            a.role,
+            a.status,
+            _decider(a),
+            when(a.decided_at),
+            clip(a.comment or a.summary or a.reason or "", 48),
+        ]
         for a in approvals
     ]
     return table(["id", "step", "role", "status", "by", "decided", "comment / reason"], rows, indent=indent)
@@ -124,6 +132,30 @@ def _estimated(run: Run) -> str:
     if not run.estimated_cost_micros:
         return ""
     return f" (includes ${run.estimated_cost_usd:.6f} estimated for requests whose response was lost)"
+
+
+def _decider(approval: Approval) -> str:
+    if not approval.decided_by:
+        return "-"
+    via = (approval.principal or {}).get("via")
+    return f"{approval.decided_by} ({via})" if via else approval.decided_by
+
+
+def token_table(tokens: Sequence[Any]) -> list[str]:
+    """The ``rubot tokens list`` listing (never a secret)."""
+    rows = [
+        [
+            t.id,
+            t.name,
+            t.user_id,
+            ",".join(t.roles) or "-",
+            when(t.created_at),
+            when(t.last_used_at) if t.last_used_at else "never",
+            when(t.revoked_at) if t.revoked_at else "active",
+        ]
+        for t in tokens
+    ]
+    return table(["id", "name", "user", "roles", "created", "last used", "revoked"], rows)
 
 
 def effect_lines(effects: Sequence[Effect], *, indent: str = "  ") -> list[str]:

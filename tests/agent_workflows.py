@@ -5,13 +5,14 @@ Tools append a line to the file named by ``RUBOT_TEST_SINK`` every time their bo
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 from marshmallow import fields
 
-from pipeline import Agent, Tool, Workflow, agent_step, step
+from pipeline import Agent, Tool, Workflow, agent_step, approval_step, step
 from pipeline.llm.policy import Policy
 
 
@@ -34,6 +35,7 @@ class RefundOrder(Tool):
     description = "Refund an order (moves money)."
     side_effects = True
     approval_role = "support_lead"
+    approval_summary = "Refund {amount_cents} cents on order {order_id}"
     input_schema = {"order_id": fields.Integer(required=True), "amount_cents": fields.Integer(required=True)}
     output_schema = {"refund_id": fields.String(required=True)}
 
@@ -170,3 +172,59 @@ class BatchSupportWorkflow(Workflow):
     @step
     def close(self):
         return {**self.run.state["desk"], "closed": True}
+
+
+def up_to_a_thousand_dollars(check):
+    """The Tool's approvers hook: a treasurer approves payments up to 100000 cents; larger ones need the CFO."""
+    if check.tool_input["amount_cents"] > 100_000 and not check.principal.has_role("cfo"):
+        return "payments over 100000 cents need the CFO"
+    return True
+
+
+class PayInvoice(Tool):
+    """Always needs a treasurer; its arguments are nested and carry a credential the page must never show."""
+
+    description = "Pay a supplier invoice."
+    side_effects = True
+    approval_role = "treasurer"
+    approval_summary = "Pay {amount_cents} cents for invoice {invoice[id]}"
+    approvers = up_to_a_thousand_dollars
+    input_schema = {
+        "invoice": fields.Dict(required=True),
+        "amount_cents": fields.Integer(required=True),
+        "api_key": fields.String(required=True),
+    }
+    output_schema = {"payment_id": fields.String(required=True)}
+
+    def requires_approval(self, *, invoice, amount_cents, api_key):
+        return f"Payments need a treasurer ({amount_cents} cents)"
+
+    def call(self, *, invoice, amount_cents, api_key):
+        record(f"pay {json.dumps(invoice, sort_keys=True)} {amount_cents} key-ok={api_key.startswith('sk-')}")
+        return {"payment_id": f"pay_{invoice['id']}"}
+
+
+class BillingAgent(Agent):
+    instructions = "Pay the invoices that are due."
+    input_schema = {"invoice_id": fields.String(required=True)}
+    output_schema = {"resolution": fields.String(required=True)}
+    tools = (PayInvoice,)
+    model = "claude-haiku-4-5"
+    max_turns = 4
+
+
+class BillingWorkflow(Workflow):
+    desk = agent_step(BillingAgent)
+
+
+def _with_review_comment(input, state, context):
+    comment = (state.get("review") or {}).get("comment")
+    return {**input, "message": input["message"] + (f" Reviewer: {comment}" if comment else "")}
+
+
+class ReviewedSupportWorkflow(Workflow):
+    """The agent's answer is reviewed; changes requested send the agent step round again with the comment."""
+
+    input_schema = {"order_id": fields.Integer(required=True), "message": fields.String(required=True)}
+    desk = agent_step(SupportAgent, input=_with_review_comment)
+    review = approval_step(role="support_lead", on_changes_requested="revise", revise_from="desk", max_revisions=1)

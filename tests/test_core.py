@@ -284,7 +284,7 @@ def test_the_operation_runs_inline_for_the_auto_path(stack):
     assert run.completed and run.output["recommended"] is True
 
 
-def test_manual_workflow_output_names_the_approval_payload(stack):
+def test_manual_workflow_output_names_who_approved_when_no_payload_is_given(stack):
     review = {
         "employee_id": "emp_1",
         "within_budget": True,
@@ -296,7 +296,15 @@ def test_manual_workflow_output_names_the_approval_payload(stack):
     run = pipeline.run(ConferenceTravelManualApprovalWorkflow, input={"review": review}, timeout=60)
     run.approve(approved_by="m@example.com")
     run = pipeline.wait(run, timeout=60)
-    assert run.output == {**review, "auto_approvable": False, "approval": None}
+    # Seed fidelity (DESIGN §3's example output): without a payload, the decision records who decided.
+    assert run.output == {**review, "auto_approvable": False, "approval": {"approved_by": "m@example.com"}}
+    assert run.approvals[-1].decision_payload == {"approved_by": "m@example.com"}
+    assert run.approvals[-1].principal == {
+        "id": "m@example.com",
+        "display_name": "m@example.com",
+        "roles": [],
+        "via": "python",
+    }
 
 
 def _exists(stack, run_id: str) -> bool:

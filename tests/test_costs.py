@@ -15,7 +15,7 @@ from pipeline.store.tables import utcnow
 from pipeline.testing import MessagesStandIn, reply
 from pipeline.web.api import run_json
 from pipeline.web.app import create_app
-from scripts import output
+from rubot_app.scripts import output
 from tests import agent_workflows as aw
 from tests.conftest import sink_lines
 

@@ -103,7 +103,7 @@ def approve_through_the_pages(client: httpx.Client, run_id: str, login) -> httpx
     html = client.get(page)
     assert html.status_code == 200, html.text[:2000]
     assert f'action="/ops/rubot/runs/{run_id}/approve"' in html.text  # url_for under the mount point
-    assert 'id="deciding-as"' in html.text and 'name="decided_by"' not in html.text
+    assert 'id="principal-name"' in html.text and 'name="decided_by"' not in html.text
     return client.post(
         f"/ops/rubot/runs/{run_id}/approve",
         data={

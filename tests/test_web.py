@@ -1,7 +1,8 @@
 """The ``web`` process: admin pages, the approval resume endpoint and the JSON API, on every stack.
 
 Each test starts a real ``ApprovalWorkflow`` run through the stack's worker, waits until it parks on its
-``manager`` approval, and drives the Flask app as a browser or an API client would.
+``manager`` approval, and drives the Flask app as a browser behind the trusted proxy (as a signed-in manager) or
+as an API client with a personal token would.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,28 +20,33 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 import pipeline
 from pipeline.runs import Run
 from pipeline.store.db import Database
 from pipeline.web import create_app
-from tests import workflows
+from tests import webkit, workflows
 from tests.conftest import ON_CI, eventually, sink_lines
+from tests.webkit import CSRF, proxy_authenticator, signed_in
 
-TOKEN = "test-api-token-0123456789"
 ACTIONS = ("approve", "reject", "request-changes", "cancel")
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
 def app(stack) -> Flask:
-    return create_app(stack.runtime, secret_key="test-secret-key", api_token=TOKEN)
+    return create_app(stack.runtime, secret_key=webkit.SECRET_KEY, authenticator=proxy_authenticator())
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+    """A browser behind the trusted proxy, signed in as a manager."""
+    return signed_in(app.test_client(), "manager@example.com", roles=("manager",))
+
+
+@pytest.fixture
+def token(stack) -> str:
+    """A personal API token of bot@example.com, a manager and an admin."""
+    return webkit.api_token(stack, "bot@example.com", "manager", "rubot_admin")[1]
 
 
 def waiting_run(sink: Path) -> Run:
@@ -52,16 +57,12 @@ def waiting_run(sink: Path) -> Run:
 
 
 def csrf_token(client: FlaskClient, run_id: str) -> str:
-    page = client.get(f"/approvals/{run_id}")
-    assert page.status_code == 200
-    match = CSRF.search(page.get_data(as_text=True))
-    assert match, "the approval form carries a CSRF token"
-    return html.unescape(match.group(1))
+    return webkit.csrf_token(client, f"/approvals/{run_id}")
 
 
 def decide(client: FlaskClient, run: Run, action: str, *, token: str | None = None, **fields: str) -> Any:
     """POST the approval form as the approver's browser would (``token`` from a page loaded earlier)."""
-    form = {"csrf_token": token or csrf_token(client, run.id), "decided_by": "manager@example.com", **fields}
+    form = {"csrf_token": token or csrf_token(client, run.id), **fields}
     if run.pending_approval is not None:
         form.setdefault("approval_id", run.pending_approval.id)
     return client.post(f"/runs/{run.id}/{action}", data=form)
@@ -75,7 +76,7 @@ def assert_still_waiting(run: Run, sink: Path) -> None:
     assert not [line for line in sink_lines(sink) if line.endswith(" after")]
 
 
-def api(client: FlaskClient, method: str, path: str, *, token: str | None = TOKEN, **kwargs: Any) -> Any:
+def api(client: FlaskClient, method: str, path: str, *, token: str | None, **kwargs: Any) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     return client.open(f"/api{path}", method=method, headers=headers, **kwargs)
 
@@ -136,7 +137,7 @@ def test_unknown_runs_are_404_pages(client):
 
 def test_the_app_without_a_runtime_uses_the_installed_one_per_request(stack, sink):
     run = waiting_run(sink)
-    app = create_app(secret_key="k")
+    app = create_app(secret_key="k", authenticator=proxy_authenticator())
 
     assert run.id in app.test_client().get(f"/runs/{run.id}").get_data(as_text=True)
 
@@ -162,7 +163,7 @@ def test_a_post_without_a_valid_csrf_token_is_400_and_changes_nothing(app, clien
 
     for form in ({}, {"csrf_token": "forged"}, {"csrf_token": other_session_token}):
         for action in ACTIONS:
-            answer = client.post(f"/runs/{run.id}/{action}", data={**form, "decided_by": "x@example.com"})
+            answer = client.post(f"/runs/{run.id}/{action}", data=form)
             assert answer.status_code == 400, (form, action)
             assert "CSRF token" in answer.get_data(as_text=True)
 
@@ -222,21 +223,35 @@ def test_a_second_decision_is_409_and_the_first_one_stands(client, sink):
     assert [a.status for a in done.approvals] == ["approved"]
 
 
-def test_missing_decider_or_bad_json_payload_is_400_and_changes_nothing(client, sink):
+def test_bad_json_payload_is_400_and_changes_nothing(client, sink):
     run = waiting_run(sink)
 
-    blank = decide(client, run, "approve", decided_by="   ")
     bad_json = decide(client, run, "approve", payload="{not json", comment="keep me")
     not_a_number = decide(client, run, "approve", payload="NaN")
 
-    assert blank.status_code == 400
-    assert "decided_by is required" in blank.get_data(as_text=True)
     assert bad_json.status_code == 400
     page = bad_json.get_data(as_text=True)
     assert "payload is not valid JSON" in page and "Nothing was recorded" in page
     assert "keep me" in page  # the approver's form comes back filled in
     assert not_a_number.status_code == 400
     assert_still_waiting(run, sink)
+
+
+def test_a_decided_by_form_field_is_ignored_the_signed_in_principal_decides(client, sink):
+    # Given a manager signed in through the proxy, posting a form that claims to be someone else
+    run = waiting_run(sink)
+
+    assert decide(client, run, "approve", decided_by="ceo@example.com").status_code == 303
+
+    # Then the decision is recorded as the authenticated principal, never the form's claim
+    approval = pipeline.wait(run.id, timeout=30).approvals[-1]
+    assert approval.decided_by == "manager@example.com"
+    assert approval.principal == {
+        "id": "manager@example.com",
+        "display_name": "manager@example.com",
+        "roles": ["manager"],
+        "via": "proxy",
+    }
 
 
 def test_user_text_is_escaped_on_the_pages(client, sink):
@@ -249,20 +264,25 @@ def test_user_text_is_escaped_on_the_pages(client, sink):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_cancel_through_the_form_cancels_a_waiting_run(client, sink):
+def test_cancel_through_the_form_needs_the_launcher_or_an_admin(app, client, sink):
     run = waiting_run(sink)
     token = csrf_token(client, run.id)
 
-    answer = client.post(
-        f"/runs/{run.id}/cancel",
-        data={"csrf_token": token, "decided_by": "ops@example.com", "comment": "duplicate request"},
-    )
+    # A manager who did not launch the run may not cancel it
+    refused = client.post(f"/runs/{run.id}/cancel", data={"csrf_token": token, "comment": "duplicate request"})
+    assert refused.status_code == 403
+    assert pipeline.get_run(run.id).status == "waiting_for_approval"
+
+    # An admin may
+    ops = signed_in(app.test_client(), "ops@example.com", roles=("rubot_admin",))
+    ops_token = csrf_token(ops, run.id)
+    answer = ops.post(f"/runs/{run.id}/cancel", data={"csrf_token": ops_token, "comment": "duplicate request"})
 
     assert answer.status_code == 303
     cancelled = pipeline.get_run(run.id)
     assert cancelled.status == "cancelled"
     assert cancelled.error["by"] == "ops@example.com"
-    again = client.post(f"/runs/{run.id}/cancel", data={"csrf_token": token, "decided_by": "ops@example.com"})
+    again = ops.post(f"/runs/{run.id}/cancel", data={"csrf_token": ops_token})
     assert again.status_code == 409
     assert decide(client, run, "approve", token=token).status_code == 409
 
@@ -270,32 +290,23 @@ def test_cancel_through_the_form_cancels_a_waiting_run(client, sink):
 # --- JSON API ---------------------------------------------------------------------------------------------------
 
 
-def test_the_json_api_is_disabled_without_a_configured_token(stack, sink):
+def test_the_json_api_refuses_missing_unknown_or_malformed_tokens(client, token, sink):
     run = waiting_run(sink)
-    client = create_app(stack.runtime, secret_key="k", api_token="").test_client()
+    token_id = token.split(".")[0].removeprefix("rubot_")
 
-    for method, path in (("GET", f"/runs/{run.id}"), ("POST", f"/runs/{run.id}/approve")):
-        answer = api(client, method, path, json={"by": "bot@example.com"})
-        assert answer.status_code == 403
-        assert answer.json == {"error": "api_disabled", "message": answer.json["message"]}
-        assert "API disabled" in answer.json["message"]
-    assert_still_waiting(run, sink)
-
-
-def test_the_json_api_refuses_missing_or_wrong_tokens(client, sink):
-    run = waiting_run(sink)
-
-    for token in (None, "wrong-token", ""):
-        answer = api(client, "POST", f"/runs/{run.id}/approve", token=token, json={"by": "bot@example.com"})
-        assert answer.status_code == 401
+    for bad in (None, "wrong-token", "", f"rubot_{token_id}.not-the-secret", "rubot_tok_missing.x"):
+        answer = api(client, "POST", f"/runs/{run.id}/approve", token=bad, json={})
+        assert answer.status_code == 401, bad
         assert answer.json["error"] == "unauthorized"
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
     assert api(client, "GET", f"/runs/{run.id}", token="wrong-token").status_code == 401
+    assert api(client, "GET", "/approvals", token=None).status_code == 401
     assert_still_waiting(run, sink)
 
 
-def test_the_json_api_approves_and_reports_the_run(client, sink):
+def test_the_json_api_approves_and_reports_the_run(client, token, sink):
     run = waiting_run(sink)
-    shown = api(client, "GET", f"/runs/{run.id}")
+    shown = api(client, "GET", f"/runs/{run.id}", token=token)
     assert shown.status_code == 200
     assert shown.json["status"] == "waiting_for_approval"
     assert shown.json["pending_approval"]["role"] == "manager"
@@ -305,7 +316,8 @@ def test_the_json_api_approves_and_reports_the_run(client, sink):
         client,
         "POST",
         f"/runs/{run.id}/approve",
-        json={"by": "bot@example.com", "comment": "auto", "payload": {"ok": True}},
+        token=token,
+        json={"comment": "auto", "payload": {"ok": True}},
     )
 
     assert answer.status_code == 200
@@ -313,27 +325,29 @@ def test_the_json_api_approves_and_reports_the_run(client, sink):
     assert answer.json["status"] in {"running", "completed"}
     assert answer.json["approval"]["status"] == "approved"
     final = eventually(
-        lambda: (body := api(client, "GET", f"/runs/{run.id}").json)["status"] == "completed" and body,
+        lambda: (body := api(client, "GET", f"/runs/{run.id}", token=token).json)["status"] == "completed" and body,
         what="the approved run to complete",
     )
     assert final["approvals"][-1]["decided_by"] == "bot@example.com"
+    assert final["approvals"][-1]["principal"]["via"] == "token"
     assert final["approvals"][-1]["payload"] == {"ok": True}
 
-    again = api(client, "POST", f"/runs/{run.id}/reject", json={"by": "bot@example.com"})
+    again = api(client, "POST", f"/runs/{run.id}/reject", token=token, json={})
     assert again.status_code == 409
     assert again.json["error"] == "approval_already_decided"
 
 
-def test_the_json_api_reports_user_mistakes_as_json_4xx(client, sink):
+def test_the_json_api_reports_user_mistakes_as_json_4xx(client, token, sink):
     run = waiting_run(sink)
 
-    missing_by = api(client, "POST", f"/runs/{run.id}/approve", json={"comment": "who?"})
-    not_json = api(client, "POST", f"/runs/{run.id}/approve", data="{by:", content_type="application/json")
-    not_object = api(client, "POST", f"/runs/{run.id}/approve", json=["bot@example.com"])
-    unknown_run = api(client, "POST", "/runs/run_missing/approve", json={"by": "bot@example.com"})
-    wrong_method = api(client, "GET", f"/runs/{run.id}/approve")
+    claims_by = api(client, "POST", f"/runs/{run.id}/approve", token=token, json={"by": "ceo@example.com"})
+    not_json = api(client, "POST", f"/runs/{run.id}/approve", token=token, data="{by:", content_type="application/json")
+    not_object = api(client, "POST", f"/runs/{run.id}/approve", token=token, json=["bot@example.com"])
+    unknown_run = api(client, "POST", "/runs/run_missing/approve", token=token, json={})
+    wrong_method = api(client, "GET", f"/runs/{run.id}/approve", token=token)
 
-    assert (missing_by.status_code, missing_by.json["error"]) == (400, "invalid_request")
+    assert (claims_by.status_code, claims_by.json["error"]) == (400, "invalid_request")
+    assert "owner of the API token" in claims_by.json["message"]
     assert (not_json.status_code, not_json.json["error"]) == (400, "invalid_request")
     assert not_object.status_code == 400
     assert (unknown_run.status_code, unknown_run.json["error"]) == (404, "run_not_found")
@@ -341,32 +355,36 @@ def test_the_json_api_reports_user_mistakes_as_json_4xx(client, sink):
     assert_still_waiting(run, sink)
 
 
-def test_the_json_api_rejects_and_cancels(client, sink, tmp_path):
+def test_the_json_api_rejects_and_cancels(client, token, sink, tmp_path):
     rejected, cancelled = waiting_run(sink), waiting_run(tmp_path / "other.log")
 
-    reject = api(client, "POST", f"/runs/{rejected.id}/reject", json={"by": "bot@example.com"})
-    cancel = api(client, "POST", f"/runs/{cancelled.id}/cancel", json={"by": "bot@example.com", "reason": "dup"})
+    reject = api(client, "POST", f"/runs/{rejected.id}/reject", token=token, json={})
+    cancel = api(client, "POST", f"/runs/{cancelled.id}/cancel", token=token, json={"reason": "dup"})
 
     assert (reject.status_code, reject.json["status"]) == (200, "failed")
     assert pipeline.get_run(rejected.id).error["reason"] == "rejected"
     assert (cancel.status_code, cancel.json["status"]) == (200, "cancelled")
-    pending = api(client, "GET", "/approvals").json["approvals"]
+    pending = api(client, "GET", "/approvals", token=token).json["approvals"]
     assert {rejected.id, cancelled.id}.isdisjoint(item["run_id"] for item in pending)
 
 
-def test_the_api_token_and_secret_key_come_from_the_environment(stack, sink, monkeypatch, caplog):
+def test_the_authenticator_and_secret_key_come_from_the_environment(stack, sink, monkeypatch, caplog):
     run = waiting_run(sink)
-    monkeypatch.setenv("RUBOT_WEB_API_TOKEN", "from-env-token")
+    monkeypatch.setenv("RUBOT_WEB_AUTH", "proxy")
+    monkeypatch.setenv("RUBOT_WEB_TRUSTED_PROXIES", f"{webkit.PROXY_ADDRESS}/32")
     monkeypatch.delenv("RUBOT_WEB_SECRET_KEY", raising=False)
 
     with caplog.at_level("WARNING", logger="rubot.web"):
-        client = create_app(stack.runtime).test_client()
+        app = create_app(stack.runtime)
 
     assert "RUBOT_WEB_SECRET_KEY is not set" in caplog.text
-    assert api(client, "GET", f"/runs/{run.id}", token="from-env-token").status_code == 200
-    assert api(client, "GET", f"/runs/{run.id}").status_code == 401
+    page = signed_in(app.test_client(), "mia@example.com", roles=("manager",)).get(f"/approvals/{run.id}")
+    assert "Signed in as" in page.get_data(as_text=True) and "mia@example.com" in page.get_data(as_text=True)
     monkeypatch.setenv("RUBOT_WEB_SECRET_KEY", "from-env-secret")
     assert create_app(stack.runtime).secret_key == "from-env-secret"
+    monkeypatch.setenv("RUBOT_WEB_AUTH", "sometimes")
+    with pytest.raises(pipeline.errors.ConfigurationError, match="RUBOT_WEB_AUTH"):
+        create_app(stack.runtime)
 
 
 # --- health -------------------------------------------------------------------------------------------------------
@@ -394,14 +412,8 @@ def test_healthz_is_503_when_the_database_is_unreachable():
 @pytest.fixture
 def served(app: Flask) -> Iterator[str]:
     """The app on a real HTTP server in a thread, as a browser reaches it."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="rubot-web-test", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
+    with webkit.served(app) as url:
+        yield url
 
 
 def test_a_headless_browser_renders_the_pending_approval(served, sink, tmp_path):

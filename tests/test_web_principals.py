@@ -1,4 +1,4 @@
-"""The web pages with an authenticator: no principal, no page; a decision is the principal's, not the form's."""
+"""The web pages with an authenticator: no principal, no decision; a decision is the principal's, not the form's."""
 
 from __future__ import annotations
 
@@ -18,13 +18,20 @@ def test_pages_need_a_principal_and_decisions_are_recorded_as_made_by_it(stack, 
     app = create_app(stack.runtime, secret_key="k", authenticator=lambda r: LEAD if r.headers.get("X-User") else None)
     client = app.test_client()
 
-    # Then without a principal every page is refused
-    assert client.get(f"/approvals/{run.id}").status_code == 401
-    assert client.get("/runs").status_code == 401
+    # Then without a principal the pages are read-only: no decision is served
+    assert client.get(f"/approvals/{run.id}").status_code == 200
+    anonymous = client.get(f"/approvals/{run.id}")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', anonymous.text)
+    refused = client.post(
+        f"/runs/{run.id}/approve",
+        data={"csrf_token": token.group(1) if token else "", "decided_by": "mallory@example.com"},
+    )
+    assert refused.status_code in (400, 403)
+    assert pipeline.get_run(run.id).waiting_for_approval
 
     # When the principal approves with a forged "decided_by" field
     page = client.get(f"/approvals/{run.id}", headers={"X-User": "1"})
-    assert page.status_code == 200 and "Deciding as <strong>Lena Lead</strong>" in page.text
+    assert page.status_code == 200 and "Signed in as <strong id=\"principal-name\">Lena Lead</strong>" in page.text
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     answer = client.post(
         f"/runs/{run.id}/approve",

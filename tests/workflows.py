@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from marshmallow import fields
 
 import pipeline
 from pipeline import Tool, Workflow, approval_step, parallel, step, tool_step
+from pipeline.auth import four_eyes
 
 # Parallel members meet here: if the chord ran them one after the other, the barrier would time out.
 BARRIER = threading.Barrier(2, timeout=20)
@@ -123,3 +125,89 @@ class SlowWorkflow(Workflow):
 
 class OnePerSubjectWorkflow(ApprovalWorkflow):
     one_active_per_subject = True
+
+
+def not_the_launcher(check):
+    """Four eyes, as a step-level hook with its own wording."""
+    if check.principal.id == check.launched_by:
+        return "you launched this run"
+    return True
+
+
+class AssignedWorkflow(Workflow):
+    """A manager's approval assigned to one person, who need not hold the role."""
+
+    input_schema = {"sink": fields.String(required=True)}
+    manager = approval_step(role="manager", assignee="mia@example.com")
+    after = _record("after")
+
+
+class FourEyesWorkflow(Workflow):
+    """Whoever launched the run may not approve it (the Workflow-level hook)."""
+
+    approvers = four_eyes
+    input_schema = {"sink": fields.String(required=True)}
+    manager = approval_step(role="manager")
+    after = _record("after")
+
+
+class StepHookWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True)}
+    manager = approval_step(role="manager", approvers=not_the_launcher)
+    after = _record("after")
+
+
+class SummarizedWorkflow(Workflow):
+    """An approval whose page shows a summary and the state the next step acts on (with a secret to redact)."""
+
+    input_schema = {"sink": fields.String(required=True), "amount_cents": fields.Integer(required=True)}
+
+    @step
+    def draft(self):
+        return {"amount_cents": self.run.input["amount_cents"], "vendor": "ACME", "password": "hunter2-CANARY"}
+
+    manager = approval_step(
+        role="manager",
+        reason="Purchases over 1000 cents need a manager.",
+        summary="Buy from {state[draft][vendor]} for {input[amount_cents]} cents",
+    )
+    after = _record("after")
+
+
+class SlaWorkflow(Workflow):
+    """A reminder after 30 minutes, escalation to a director after an hour."""
+
+    input_schema = {"sink": fields.String(required=True)}
+    manager = approval_step(
+        role="manager",
+        reason="Needs a manager.",
+        sla=timedelta(minutes=30),
+        expires_in=timedelta(hours=1),
+        on_expire="escalate",
+        escalate_to="director",
+    )
+    after = _record("after")
+
+
+class RevisingWorkflow(Workflow):
+    """Request changes sends the run back to ``draft``, which reads the reviewer's comment; two revisions at most."""
+
+    input_schema = {"sink": fields.String(required=True)}
+
+    @step
+    def draft(self):
+        previous = self.run.state.get("draft") or {}
+        comment = (self.run.state.get("review") or {}).get("comment")
+        version = previous.get("version", 0) + 1
+        record(self.run.input["sink"], f"{self.run.id} draft v{version} comment={comment}")
+        return {"version": version, "amount_cents": 5000 - 1000 * (version - 1), "addressed": comment}
+
+    review = approval_step(
+        role="manager",
+        reason="Check the draft.",
+        summary="Draft v{state[draft][version]}: {state[draft][amount_cents]} cents",
+        on_changes_requested="revise",
+        revise_from="draft",
+        max_revisions=2,
+    )
+    after = _record("after")

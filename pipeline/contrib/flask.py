@@ -29,7 +29,7 @@ from flask import Flask, Request, abort, current_app
 
 from pipeline.auth.principal import Authenticator, Principal
 from pipeline.runtime import Runtime
-from pipeline.web import api, batch_views, reads, views
+from pipeline.web import api, auth, batch_views, reads, views
 
 EXTENSION = "rubot"
 
@@ -73,22 +73,27 @@ class Rubot:
         runtime: Runtime | None = None,
         authenticator: Authenticator | None = None,
         roles: Callable[[Any], Iterable[str]] | None = None,
-        api_token: str | None = None,
+        admin_role: str | None = None,
     ) -> None:
         self.url_prefix = "/" + url_prefix.strip("/") if url_prefix.strip("/") else ""
         self.runtime = runtime
         self.authenticator = authenticator or flask_login_authenticator(roles)
-        self.api_token = api_token
+        self.admin_role = admin_role
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
         """Register the pages and the API on ``app`` under the prefix, behind the host's login."""
-        token = self.api_token or app.config.get("RUBOT_WEB_API_TOKEN") or os.environ.get("RUBOT_WEB_API_TOKEN", "")
+        secret = app.config.get("SECRET_KEY") or os.environ.get("RUBOT_WEB_SECRET_KEY")
         app.extensions[reads.EXTENSION] = {
             "runtime": self.runtime,
-            "api_token": str(token).strip() or None,
             "authenticator": self.authenticator,
+            "auth_mode": "custom",
+            "admin_role": self.admin_role
+            or app.config.get("RUBOT_WEB_ADMIN_ROLE")
+            or os.environ.get("RUBOT_WEB_ADMIN_ROLE")
+            or auth.DEFAULT_ADMIN_ROLE,
+            "secret_key_configured": bool(secret),
             "unauthorized": _unauthorized,
         }
         app.extensions[EXTENSION] = self

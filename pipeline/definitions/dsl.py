@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 InputFn = Callable[[dict, dict, dict], Any]
 Outcome = Literal["fail", "continue"]
+ChangesOutcome = Literal["fail", "continue", "revise"]
 OnExpire = Literal["reject", "escalate"]
 
 
@@ -70,12 +71,20 @@ class ApprovalStep(StepSpec):
     assignee: str | None = None
     expires_in: timedelta | None = None
     on_reject: Outcome = "fail"
-    on_changes_requested: Outcome = "fail"
+    on_changes_requested: ChangesOutcome = "fail"
     # What the expiry sweep does once ``expires_in`` has passed without a decision (see pipeline.engine.expiry).
     # Left unset it means "reject"; the workflow check fills it in whenever ``expires_in`` is given.
     on_expire: OnExpire | None = None
     escalate_to: str | None = None
     escalate_expires_in: timedelta | None = None
+    # Who is shown what (pipeline.engine.evidence) and who may decide beyond the role (pipeline.auth.authorize).
+    summary: str | Callable[..., Any] | None = None
+    approvers: Callable[..., Any] | None = None
+    # When a reminder goes out if nobody decided yet (before expires_in, when both are set).
+    sla: timedelta | None = None
+    # on_changes_requested="revise": run again from this earlier step, at most max_revisions times.
+    revise_from: str | None = None
+    max_revisions: int | None = None
     kind = "approval"
     ends_segment = True
 
@@ -127,10 +136,15 @@ def approval_step(
     assignee: str | None = None,
     expires_in: timedelta | None = None,
     on_reject: Outcome = "fail",
-    on_changes_requested: Outcome = "fail",
+    on_changes_requested: ChangesOutcome = "fail",
     on_expire: OnExpire | None = None,
     escalate_to: str | None = None,
     escalate_expires_in: timedelta | None = None,
+    summary: str | Callable[..., Any] | None = None,
+    approvers: Callable[..., Any] | None = None,
+    sla: timedelta | None = None,
+    revise_from: str | None = None,
+    max_revisions: int | None = None,
     name: str | None = None,
 ) -> ApprovalStep:
     """Park the run until a person with ``role`` approves, rejects or requests changes.
@@ -144,6 +158,18 @@ def approval_step(
     ``rubot:expiry`` and the run fails with reason ``approval_expired`` (or continues, with
     ``on_reject="continue"``); ``"escalate"`` hands the same approval to ``escalate_to`` with a new deadline of
     ``escalate_expires_in`` (default: ``expires_in`` again). An escalated approval that expires is rejected.
+
+    ``sla`` sends the approvers a reminder when it passes without a decision (once; before ``expires_in``).
+
+    ``summary`` is a one-line description for approvers: a ``str.format`` template over ``input``, ``state`` and
+    ``context`` (``"Refund {input[amount_cents]} cents"``) or a callable ``(input, state, context) -> str``.
+    ``approvers`` narrows who may decide beyond the role (a callable taking a
+    :class:`pipeline.auth.authorize.ApproverCheck`, returning True or a reason to refuse).
+
+    ``on_changes_requested="revise"`` with ``revise_from="draft"`` and ``max_revisions=n`` sends the run back to
+    the earlier step ``draft`` when changes are requested: the steps from there run again (the reviewer's comment
+    is in ``state[name]["comment"]``) and the approval is asked again, showing what changed. Changes requested
+    once more after ``n`` revisions fail the run with reason ``max_revisions_exceeded``.
     """
     return ApprovalStep(
         role=role,
@@ -155,6 +181,11 @@ def approval_step(
         on_expire=on_expire,
         escalate_to=escalate_to,
         escalate_expires_in=escalate_expires_in,
+        summary=summary,
+        approvers=approvers,
+        sla=sla,
+        revise_from=revise_from,
+        max_revisions=max_revisions,
         name=name,
     )
 

@@ -68,6 +68,13 @@ class Tool:
     #: and the model is told the approval expired; escalation is for ``approval_step`` only.
     approval_expires_in: ClassVar[timedelta | None] = None
     approval_on_expire: ClassVar[str] = "reject"
+    #: When the approvers of a waiting call are reminded (once; shorter than ``approval_expires_in`` if both set).
+    approval_sla: ClassVar[timedelta | None] = None
+    #: A one-line description of a call for its approvers: a ``str.format`` template over the arguments
+    #: (``"Refund {amount_cents} cents on order {order_id}"``) or a callable taking them as keywords.
+    approval_summary: ClassVar[Any] = None
+    #: Narrows who may approve a call beyond ``approval_role``: a callable taking an ApproverCheck.
+    approvers: ClassVar[Any] = None
 
     _input: ClassVar[type[Schema] | None]
     _output: ClassVar[type[Schema] | None]
@@ -118,6 +125,11 @@ class Tool:
     def approval_expires_at(cls, now: datetime) -> datetime | None:
         """When an approval of a call requested at ``now`` expires (``None``: it never does)."""
         return now + cls.approval_expires_in if cls.approval_expires_in is not None else None
+
+    @classmethod
+    def approval_remind_at(cls, now: datetime) -> datetime | None:
+        """When the approvers of a call requested at ``now`` are reminded (``None``: never)."""
+        return now + cls.approval_sla if cls.approval_sla is not None else None
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
@@ -187,6 +199,16 @@ def _check_approval_expiry(cls: type[Tool]) -> None:
         raise DefinitionError(
             f"{owner}.approval_expires_in must be a positive datetime.timedelta or None, got {expires_in!r}"
         )
+    sla = cls.approval_sla
+    if sla is not None and (not isinstance(sla, timedelta) or sla.total_seconds() <= 0):
+        raise DefinitionError(f"{owner}.approval_sla must be a positive datetime.timedelta or None, got {sla!r}")
+    if sla is not None and expires_in is not None and sla >= expires_in:
+        raise DefinitionError(f"{owner}.approval_sla must be shorter than approval_expires_in (a reminder comes first)")
+    summary = cls.approval_summary
+    if summary is not None and not (isinstance(summary, str) or callable(summary)):
+        raise DefinitionError(f"{owner}.approval_summary must be a format string or a callable")
+    if cls.approvers is not None and not callable(cls.approvers):
+        raise DefinitionError(f"{owner}.approvers must be a callable taking an ApproverCheck")
     if cls.approval_on_expire != "reject":
         # A tool call is bound to one model turn; handing it to another role would keep the agent waiting on
         # a call whose context has moved on, so an expired call is refused and the model decides what next.

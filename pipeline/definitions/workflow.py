@@ -30,6 +30,7 @@ from pipeline.errors import DefinitionError, InvalidRunInput
 
 Unit = StepSpec | ParallelGroup
 _OUTCOMES = ("fail", "continue")
+_CHANGES_OUTCOMES = ("fail", "continue", "revise")
 _ON_EXPIRE = ("reject", "escalate")
 
 
@@ -58,6 +59,8 @@ class WorkflowMeta(type):
         if namespace.duplicates:
             raise DefinitionError(f"{name}: step {namespace.duplicates[0]!r} is defined twice")
         cls._plan = _build_plan(cls, namespace)
+        _check_revisions(name, cls._plan)
+        check_approvers(name, cls.__dict__.get("approvers"))
         cls._steps = {s.name: s for s in _flatten(cls._plan)}
         cls._input = schemas.make_schema(cls.input_schema, owner=name, attribute="input_schema")
         if "name" not in namespace:
@@ -150,10 +153,14 @@ def _check_step(owner: str, spec: StepSpec, seen: set[str]) -> StepSpec:
     if isinstance(spec, ApprovalStep):
         if not isinstance(spec.role, str) or not spec.role.strip():
             raise DefinitionError(f'{where}: approval_step needs a role, e.g. approval_step(role="manager")')
-        for attr in ("on_reject", "on_changes_requested"):
-            if getattr(spec, attr) not in _OUTCOMES:
-                raise DefinitionError(f"{where}: {attr} must be one of {_OUTCOMES}")
-        return _check_expiry(where, spec)
+        if spec.on_reject not in _OUTCOMES:
+            raise DefinitionError(f"{where}: on_reject must be one of {_OUTCOMES}")
+        if spec.on_changes_requested not in _CHANGES_OUTCOMES:
+            raise DefinitionError(f"{where}: on_changes_requested must be one of {_CHANGES_OUTCOMES}")
+        _check_presentation(where, spec)
+        spec = _check_expiry(where, spec)
+        _check_sla(where, spec.sla, spec.expires_in, deadline="expires_in")
+        return spec
     raise DefinitionError(f"{where}: unsupported step {spec!r}")
 
 
@@ -180,6 +187,66 @@ def _check_expiry(where: str, spec: ApprovalStep) -> ApprovalStep:
     if spec.escalate_to is not None or spec.escalate_expires_in is not None:
         raise DefinitionError(f'{where}: escalate_to/escalate_expires_in only apply with on_expire="escalate"')
     return replace(spec, on_expire="reject")
+
+
+def _check_presentation(where: str, spec: ApprovalStep) -> None:
+    if spec.summary is not None and not (isinstance(spec.summary, str) or callable(spec.summary)):
+        raise DefinitionError(f"{where}: summary must be a format string or a callable (input, state, context)")
+    if callable(spec.summary) and not _accepts(spec.summary, 3):
+        raise DefinitionError(f"{where}: a summary callable must accept (input, state, context)")
+    check_approvers(where, spec.approvers)
+
+
+def check_approvers(where: str, hook: Any) -> None:
+    """An ``approvers`` hook is a callable taking one ApproverCheck (or None)."""
+    if hook is None:
+        return
+    if not callable(hook) or not _accepts(hook, 1):
+        raise DefinitionError(f"{where}: approvers must be a callable taking one ApproverCheck, got {hook!r}")
+
+
+def _check_sla(where: str, sla: Any, expires_in: Any, *, deadline: str) -> None:
+    """``sla`` (when the reminder goes out) is a positive timedelta, earlier than the deadline when there is one."""
+    _check_duration(where, "sla", sla)
+    if sla is not None and expires_in is not None and sla >= expires_in:
+        raise DefinitionError(
+            f"{where}: sla ({sla}) must be shorter than {deadline} ({expires_in}): the reminder goes out before "
+            "the approval expires"
+        )
+
+
+def _check_revisions(owner: str, plan: list[Unit]) -> None:
+    """``on_changes_requested="revise"`` needs an earlier top-level step to go back to and a positive bound."""
+    order = [u.name for u in plan]
+    for index, unit in enumerate(plan):
+        steps = unit.steps if isinstance(unit, ParallelGroup) else (unit,)
+        for spec in steps:
+            if not isinstance(spec, ApprovalStep):
+                continue
+            where = f"{owner}.{spec.name}"
+            if spec.on_changes_requested != "revise":
+                if spec.revise_from is not None or spec.max_revisions is not None:
+                    raise DefinitionError(
+                        f'{where}: revise_from/max_revisions only apply with on_changes_requested="revise"'
+                    )
+                continue
+            if not isinstance(spec.revise_from, str) or not spec.revise_from:
+                raise DefinitionError(f'{where}: on_changes_requested="revise" needs revise_from, an earlier step')
+            if spec.revise_from not in order[:index]:
+                where_is = "a later step" if spec.revise_from in order else "not a step of this workflow"
+                if spec.revise_from == spec.name:
+                    where_is = "the approval step itself"
+                raise DefinitionError(
+                    f"{where}: revise_from={spec.revise_from!r} is {where_is}; it must name an earlier step "
+                    f"(one of {order[:index]})"
+                )
+            between = plan[order.index(spec.revise_from) : index]
+            if any(isinstance(u, ApprovalStep) for u in between):
+                raise DefinitionError(f"{where}: the steps revised from {spec.revise_from!r} include another approval")
+            if isinstance(spec.max_revisions, bool) or not isinstance(spec.max_revisions, int):
+                raise DefinitionError(f'{where}: on_changes_requested="revise" needs max_revisions, a positive int')
+            if spec.max_revisions < 1:
+                raise DefinitionError(f"{where}: max_revisions must be at least 1")
 
 
 def _check_duration(where: str, attribute: str, value: Any) -> None:
@@ -245,6 +312,9 @@ class Workflow(metaclass=WorkflowMeta):
     #: seconds or ``pipeline.every(...)`` (see :mod:`pipeline.schedules`); ``schedule_input`` is each run's input.
     schedule: ClassVar[Any] = None
     schedule_input: ClassVar[Any] = None
+    #: Narrows who may decide this workflow's approvals beyond the role/assignee rule: a callable taking a
+    #: :class:`pipeline.auth.authorize.ApproverCheck` and returning True or a reason (e.g. ``four_eyes``).
+    approvers: ClassVar[Any] = None
 
     _plan: ClassVar[list[Unit]]
     _steps: ClassVar[dict[str, StepSpec]]
@@ -268,6 +338,21 @@ class Workflow(metaclass=WorkflowMeta):
         """Whether step ``name`` is the plan's last step or a member of its last parallel group."""
         last = cls._plan[-1]
         return name in ({s.name for s in last.steps} if isinstance(last, ParallelGroup) else {last.name})
+
+    @classmethod
+    def steps_from(cls, first: str, *, to: str) -> list[str]:
+        """The names of the steps from top-level step ``first`` up to and including ``to``, in plan order."""
+        names: list[str] = []
+        collecting = False
+        for unit in cls._plan:
+            collecting = collecting or unit.name == first
+            if not collecting:
+                continue
+            members = unit.steps if isinstance(unit, ParallelGroup) else (unit,)
+            names.extend(m.name for m in members)  # type: ignore[misc]
+            if to in {m.name for m in members}:
+                break
+        return names
 
     @classmethod
     def step_names(cls) -> list[str]:

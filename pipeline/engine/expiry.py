@@ -39,6 +39,7 @@ log = logging.getLogger("rubot.expiry")
 SWEEP_TASK = "rubot.expire_approvals"
 #: Who the trail says decided an approval that expired.
 EXPIRY_ACTOR = "rubot:expiry"
+EXPIRY_PRINCIPAL = {"id": EXPIRY_ACTOR, "display_name": "approval expiry", "roles": [], "via": "system"}
 #: ``run.error["reason"]`` of a run that failed because its approval expired.
 EXPIRED_REASON = "approval_expired"
 # One sweep handles at most this many approvals; the rest wait for the next tick instead of one long sweep.
@@ -127,6 +128,7 @@ def _expire_one(runtime: Runtime, run_id: str, approval_id: str, now: datetime) 
             approval,
             REJECTED,
             by=EXPIRY_ACTOR,
+            principal=EXPIRY_PRINCIPAL,
             comment=comment,
             failure={
                 "reason": EXPIRED_REASON,

@@ -105,6 +105,12 @@ class ApprovalInfo:
     action: str
     decided_by: str | None = None
     assignee: str | None = None
+    #: Who decided (or, for ``refused``, who tried): ``{"id", "display_name", "roles", "via"}``.
+    principal: dict[str, Any] | None = None
+    kind: str = "step"
+    summary: str | None = None
+    #: Why a decision was refused (``approval_refused`` only).
+    why: str | None = None
 
 
 class Hooks:
@@ -154,6 +160,12 @@ class Hooks:
     def approval_escalated(self, info: ApprovalInfo) -> None: ...
 
     def approval_expired(self, info: ApprovalInfo) -> None: ...
+
+    def approval_reminded(self, info: ApprovalInfo) -> None:
+        """The approval's ``sla`` passed without a decision; its approvers were reminded."""
+
+    def approval_refused(self, info: ApprovalInfo) -> None:
+        """Someone who may not decide the approval tried to (``info.principal``, ``info.why``)."""
 
 
 class HookChain:

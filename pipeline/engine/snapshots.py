@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pipeline.redact import redact
 from pipeline.store.tables import ApprovalRow
 
 
@@ -34,10 +35,29 @@ class Approval:
     decision_payload: Any
     expires_at: datetime | None
     created_at: datetime
+    #: ``"step"`` (an approval_step) or ``"tool_call"`` (a model's tool call bound to ``args_hash``).
+    kind: str = "step"
+    #: The principal that decided: ``{"id", "display_name", "roles", "via"}``.
+    principal: dict[str, Any] | None = None
+    #: For a tool call: the tool's name, its arguments (secrets redacted) and the hash the decision is bound to.
+    tool: str | None = None
+    tool_input: Any = None
+    args_hash: str | None = None
+    #: The short human summary the step or tool declared (``summary=`` / ``approval_summary``).
+    summary: str | None = None
+    #: What the approver was shown (redacted): the state (and changes since the last round) or the model's reason.
+    evidence: dict[str, Any] | None = None
+    #: When the SLA reminder went out, if it did.
+    reminded_at: datetime | None = None
 
     @property
     def decision(self) -> str | None:
         return None if self.status == "pending" else self.status
+
+    @property
+    def round(self) -> int:
+        """1 for the first round of an approval step, n for the n-th after ``request_changes`` sent it back."""
+        return int((self.evidence or {}).get("round", 1))
 
     @classmethod
     def from_row(cls, row: ApprovalRow) -> Approval:
@@ -54,6 +74,14 @@ class Approval:
             decision_payload=row.decision_payload,
             expires_at=row.expires_at,
             created_at=row.created_at,
+            kind=row.kind or "step",
+            principal=row.principal,
+            tool=row.tool,
+            tool_input=redact(row.tool_input) if row.tool_input is not None else None,
+            args_hash=row.args_hash,
+            summary=row.summary,
+            evidence=row.evidence,
+            reminded_at=row.reminded_at,
         )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,9 +32,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pipeline.definitions import schemas
-from pipeline.engine import hooks
+from pipeline.engine import hooks, revisions
 from pipeline.engine.hooks import ApprovalInfo, ModelTurnInfo, RunInfo, StepInfo, ToolCallInfo
 from pipeline.errors import InvalidRunState, RunNotFound
+from pipeline.notify import outbox
 from pipeline.redact import redact
 from pipeline.store import queries
 from pipeline.store.signals import SIGNALS_KEY
@@ -350,6 +351,9 @@ def approval_info(run: RunRow, approval: ApprovalRow, action: str) -> ApprovalIn
         action=action,
         decided_by=approval.decided_by,
         assignee=approval.assignee,
+        principal=approval.principal,
+        kind=approval.kind or "step",
+        summary=approval.summary,
     )
 
 
@@ -365,9 +369,16 @@ def request_approval(
     expires_at: datetime | None = None,
     tool_input: Any = None,
     args_hash: str | None = None,
+    tool: str | None = None,
+    summary: str | None = None,
+    evidence: dict[str, Any] | None = None,
+    remind_at: datetime | None = None,
     **data: Any,
 ) -> ApprovalRow:
-    """Insert a pending approval and put the run in ``waiting_for_approval``."""
+    """Insert a pending approval (with what its approvers are shown) and put the run in ``waiting_for_approval``.
+
+    The notifications of the request are written to the outbox in this same transaction.
+    """
     approval = ApprovalRow(
         id=queries.new_id("apr"),
         run_id=run.id,
@@ -379,6 +390,10 @@ def request_approval(
         kind=kind,
         tool_input=tool_input,
         args_hash=args_hash,
+        tool=tool,
+        summary=summary,
+        evidence=redact(evidence) if evidence is not None else None,
+        remind_at=remind_at,
         created_at=utcnow(),
         expires_at=expires_at,
     )
@@ -387,9 +402,12 @@ def request_approval(
     if kind == "step":
         fields.update(assignee=assignee, expires_at=expires_at.isoformat() if expires_at else None)
     else:
-        fields.update(args_hash=args_hash)
+        fields.update(tool=tool, args_hash=args_hash)
+    if summary:
+        fields["summary"] = summary
     queries.add_event(s, run.id, "approval.requested", step, **fields)
     hooks.after_commit(s, "approval_requested", approval_info(run, approval, "requested"))
+    outbox.write(s, run, approval, "requested")
     wait_for_approval(s, run, step)
     return approval
 
@@ -401,15 +419,17 @@ def decide_approval(
     decision: str,
     *,
     by: str,
+    principal: dict[str, Any] | None = None,
     comment: str | None = None,
     payload: Any = None,
     **data: Any,
 ) -> None:
-    """Write a decision on a pending approval (the caller resumes or ends the run)."""
+    """Write a decision on a pending approval, with the principal that made it (the caller resumes or ends the run)."""
     if approval.status != PENDING:
         raise InvalidRunState(f"approval {approval.id} is {approval.status}, not pending")
+    principal = principal or {"id": by, "display_name": by, "roles": [], "via": "python"}
     approval.status, approval.decided_by, approval.decided_at = decision, by, utcnow()
-    approval.comment, approval.decision_payload = comment, payload
+    approval.comment, approval.decision_payload, approval.principal = comment, payload, principal
     queries.add_event(
         s,
         run.id,
@@ -417,10 +437,57 @@ def decide_approval(
         approval.step,
         approval_id=approval.id,
         decided_by=by,
+        principal=principal,
         comment=comment,
         **data,
     )
     hooks.after_commit(s, "approval_decided", approval_info(run, approval, decision))
+
+
+def refuse_approval(s: Session, run: RunRow, approval: ApprovalRow, *, principal: dict[str, Any], why: str) -> None:
+    """Record that ``principal`` tried to decide ``approval`` and was refused; the approval stays as it was."""
+    queries.add_event(
+        s,
+        run.id,
+        "approval.refused",
+        approval.step,
+        approval_id=approval.id,
+        principal=principal,
+        role=approval.role,
+        why=why,
+    )
+    hooks.after_commit(
+        s, "approval_refused", replace(approval_info(run, approval, "refused"), principal=principal, why=why)
+    )
+
+
+def remind_approval(s: Session, run: RunRow, approval: ApprovalRow) -> None:
+    """The SLA reminder of a pending approval: recorded once (``reminded_at``), with its notifications."""
+    approval.reminded_at = utcnow()
+    queries.add_event(
+        s,
+        run.id,
+        "approval.reminded",
+        approval.step,
+        approval_id=approval.id,
+        role=approval.role,
+        expires_at=approval.expires_at.isoformat() if approval.expires_at else None,
+    )
+    hooks.after_commit(s, "approval_reminded", approval_info(run, approval, "reminded"))
+    outbox.write(s, run, approval, "reminded")
+
+
+def start_revision(s: Session, run: RunRow, approval: ApprovalRow, steps: list[str], record: dict[str, Any]) -> None:
+    """Changes requested on a revise step: archive this round, put the comment in state, run ``steps`` again.
+
+    ``steps`` runs from the step the workflow revises from up to the approval step (see
+    :mod:`pipeline.engine.revisions`). The run goes back to ``running``; the caller sends the resume.
+    """
+    step = approval.step
+    round_ = revisions.archive_round(s, run.id, approval, steps)
+    run.state = apply(run.state, {"set": {step: record}, "unset": []})
+    queries.add_event(s, run.id, "approval.revision_started", step, round=round_ + 1, steps=steps)
+    _move(s, run, RUNNING, "run.resumed", step, hook="run_resumed", decision=record["decision"], revise=True)
 
 
 def escalate_approval(s: Session, run: RunRow, approval: ApprovalRow, *, to_role: str, expires_at: datetime) -> None:
@@ -439,6 +506,7 @@ def escalate_approval(s: Session, run: RunRow, approval: ApprovalRow, *, to_role
         expires_at=expires_at.isoformat(),
     )
     hooks.after_commit(s, "approval_escalated", approval_info(run, approval, "escalated"))
+    outbox.write(s, run, approval, "escalated")
 
 
 def note_approval_expired(
@@ -456,6 +524,7 @@ def note_approval_expired(
         resolution=resolution,
     )
     hooks.after_commit(s, "approval_expired", approval_info(run, approval, "expired"))
+    outbox.write(s, run, approval, "expired")
 
 
 # --- agent steps -----------------------------------------------------------------------------------------------

@@ -90,9 +90,7 @@ def transcript(ledger: dict[str, EffectRow], step: str, n: int) -> list[dict[str
     messages: list[dict[str, Any]] = [{"role": "user", "content": json.dumps(payload, sort_keys=True)}]
     for k in range(1, n):
         response = ModelResponse.from_json(ledger[turn_op(step, k)].result)
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": response.text}] if response.text else []
-        blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in response.tool_calls]
-        messages.append({"role": "assistant", "content": blocks or [{"type": "text", "text": "(no answer)"}]})
+        messages.append(_assistant_message(response))
         results = []
         for call in response.tool_calls:
             row = ledger.get(tool_op(step, k, call.id))
@@ -107,3 +105,14 @@ def transcript(ledger: dict[str, EffectRow], step: str, n: int) -> list[dict[str
                 )
         messages.append({"role": "user", "content": results or NUDGE})
     return messages
+
+
+def _assistant_message(response: ModelResponse) -> dict[str, Any]:
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": response.text}] if response.text else []
+    blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.input} for c in response.tool_calls]
+    return {"role": "assistant", "content": blocks or [{"type": "text", "text": "(no answer)"}]}
+
+
+def transcript_through(ledger: dict[str, EffectRow], step: str, n: int) -> list[dict[str, Any]]:
+    """The conversation up to and including turn ``n``'s answer (what an approver of its tool calls reads)."""
+    return [*transcript(ledger, step, n), _assistant_message(ModelResponse.from_json(ledger[turn_op(step, n)].result))]

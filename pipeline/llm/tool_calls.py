@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.definitions.tool import ToolContext
-from pipeline.engine import compiler, leases, recovery, transitions
+from pipeline.engine import compiler, evidence, leases, recovery, transitions
 from pipeline.engine.leases import Claim
 from pipeline.errors import InvalidToolInput, RubotError, ToolTimeout
 from pipeline.llm import policy as policies
@@ -106,7 +106,7 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
         tool = tool_cls(ToolContext(run_id=run_id, op_key=op, user=user))
         reason = tool.requires_approval(**tool_cls.validate_input(call.input))
         if reason:
-            gate = _approval_gate(s, run, op, call, tool_cls, reason)
+            gate = _approval_gate(s, run, op, call, tool_cls, reason, model_reason=turn.text)
             if isinstance(gate, Answer):
                 _record(s, run, op, call, gate, is_error=True)
                 return True
@@ -222,11 +222,18 @@ def _seen_before(s: Any, run_id: str, step: str, n: int, call: ToolCall) -> bool
     return False
 
 
-def _approval_gate(s: Any, run: Any, op: str, call: ToolCall, tool_cls: type, reason: str) -> Answer | bool | None:
-    """Park for a person (True), refuse (an Answer), or let an approved call through (None)."""
+def _approval_gate(
+    s: Any, run: Any, op: str, call: ToolCall, tool_cls: type, reason: str, *, model_reason: str
+) -> Answer | bool | None:
+    """Park for a person (True), refuse (an Answer), or let an approved call through (None).
+
+    The approval shows its approvers the tool, the exact arguments, their hash (what the decision is bound to),
+    the model's stated reason and the tool's ``approval_summary``.
+    """
     approval = queries.approval_for_step(s, run.id, op)
     digest = args_hash(call.name, call.input)
     if approval is None:
+        now = utcnow()
         transitions.request_approval(
             s,
             run,
@@ -236,8 +243,11 @@ def _approval_gate(s: Any, run: Any, op: str, call: ToolCall, tool_cls: type, re
             kind="tool_call",
             tool_input=call.input,
             args_hash=digest,
-            expires_at=tool_cls.approval_expires_at(utcnow()),
+            expires_at=tool_cls.approval_expires_at(now),
+            remind_at=tool_cls.approval_remind_at(now),
             tool=call.name,
+            summary=evidence.summarize(tool_cls.approval_summary, dict(call.input)),
+            evidence=evidence.tool_evidence(model_reason),
         )
         return True
     if approval.status == PENDING:

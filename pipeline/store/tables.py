@@ -155,8 +155,19 @@ class ApprovalRow(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     decision_payload: Mapped[Any] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The principal that decided: {"id", "display_name", "roles", "via"} (``decided_by`` is its id).
+    principal: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # What the approver is shown: the tool of a tool-call approval, a one-line summary, and the evidence
+    # ({"state": ..., "changes": ..., "round": n} for a step; {"tool", "model_reason"} for a tool call), redacted.
+    tool: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    evidence: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # SLA: when the reminder is due, and when it was sent (once per approval).
+    remind_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
+        # Earlier rounds of a revised approval are kept under a round-prefixed step ("r1:manager").
         UniqueConstraint("run_id", "step", name="uq_rubot_approvals_run_step"),
         Index(
             "ix_rubot_approvals_pending",
@@ -207,3 +218,69 @@ class BlobRow(Base):
     content: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiTokenRow(Base):
+    """Personal API tokens (``rubot tokens ...``): only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "rubot_api_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    user_id: Mapped[str] = mapped_column(String(200), index=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[Any] = mapped_column(JSON)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+OUTBOX_PENDING, OUTBOX_SENT, OUTBOX_FAILED = "pending", "sent", "failed"
+
+
+class OutboxRow(Base):
+    """A notification to send, written in the transaction that changed the approval (the outbox pattern).
+
+    The ``rubot.send_notification`` task sends it and marks it ``sent``; the beat sweep re-sends rows left
+    ``pending``. ``claimed_until`` keeps two senders from sending the same row at the same moment; a sender
+    that dies after sending leaves it to be sent again (at least once). ``id`` is the notification's stable id.
+    """
+
+    __tablename__ = "rubot_outbox"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("rubot_runs.id", ondelete="CASCADE"), index=True)
+    approval_id: Mapped[str] = mapped_column(String(40), index=True)
+    event: Mapped[str] = mapped_column(String(32))  # requested | escalated | reminded | expired
+    channel: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The recipient as an approver, for a signed link: {"id", "email", "roles"}.
+    approver: Mapped[Any] = mapped_column(JSON, nullable=True)
+    message: Mapped[Any] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=OUTBOX_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (
+        Index(
+            "ix_rubot_outbox_pending",
+            "created_at",
+            postgresql_where=(status == OUTBOX_PENDING),
+            sqlite_where=(status == OUTBOX_PENDING),
+        ),
+    )
+
+
+class LinkUseRow(Base):
+    """A signed approval link that was used to decide: inserted in the deciding transaction (single use)."""
+
+    __tablename__ = "rubot_link_uses"
+
+    link_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    approval_id: Mapped[str] = mapped_column(String(40))
+    principal_id: Mapped[str] = mapped_column(String(200))
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

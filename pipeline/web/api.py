@@ -1,6 +1,7 @@
-"""The JSON API for programmatic approvers, authorised by ``Authorization: Bearer $RUBOT_WEB_API_TOKEN``.
+"""The JSON API for programmatic approvers, authenticated by personal API tokens (``rubot tokens create``).
 
-Without a configured token the API is disabled (403) rather than open: approving a run moves real work forward.
+Every request needs ``Authorization: Bearer <token>``; the token's owner is the principal who reads and decides,
+with the token's roles (a body never says who decides). Without a valid, unrevoked token the answer is 401.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.exceptions import Forbidden
 
+from pipeline.auth.principal import Principal
+from pipeline.auth.tokens import TokenAuthenticator
 from pipeline.errors import RubotError
+from pipeline.redact import redact
 from pipeline.runs import Approval, Run
-from pipeline.web import decisions, reads
+from pipeline.web import auth, decisions, reads
 from pipeline.web.errors import status_for
-from pipeline.web.security import api_token_ok, secure_headers
+from pipeline.web.security import secure_headers
 
 log = logging.getLogger("rubot.web")
 
@@ -29,15 +34,28 @@ def json_error(status: int, reason: str, message: str) -> tuple[Response, int]:
 
 
 @bp.before_request
-def _authorise() -> tuple[Response, int] | None:
-    configured = current_app.extensions.get(reads.EXTENSION, {}).get("api_token")
-    if not configured:
-        return json_error(403, "api_disabled", "API disabled: set RUBOT_WEB_API_TOKEN to enable the JSON API")
-    if not api_token_ok(configured):
-        response, status = json_error(401, "unauthorized", "send Authorization: Bearer <RUBOT_WEB_API_TOKEN>")
+def _authenticate() -> tuple[Response, int] | None:
+    principal = TokenAuthenticator(lambda: reads.runtime().db)(request)
+    if principal is None:
+        response, status = json_error(
+            401,
+            "unauthorized",
+            "send Authorization: Bearer <token> with a personal API token (create one with `rubot tokens create`); "
+            "this one is missing, unknown or revoked",
+        )
         response.headers["WWW-Authenticate"] = 'Bearer realm="rubot"'
         return response, status
+    g.rubot_api_principal = principal
     return None
+
+
+def principal() -> Principal:
+    return g.rubot_api_principal
+
+
+@bp.errorhandler(Forbidden)
+def _forbidden(exc: Forbidden) -> tuple[Response, int]:
+    return json_error(403, "forbidden", exc.description or "forbidden")
 
 
 @bp.errorhandler(RubotError)
@@ -55,6 +73,7 @@ def get_run(run_id: str) -> Response:
 
 @bp.get("/approvals")
 def pending() -> Response:
+    """The pending approvals the token's owner may decide (and only those)."""
     return jsonify(
         {
             "approvals": [
@@ -64,7 +83,7 @@ def pending() -> Response:
                     "workflow": item.workflow,
                     "run_status": item.run_status,
                 }
-                for item in reads.pending_approvals()
+                for item in reads.pending_approvals(principal())
             ]
         }
     )
@@ -74,7 +93,7 @@ def _act(run_id: str, action: str) -> Response:
     body = decisions.parse_json(request.get_data(cache=False), what="the request body")
     decision = decisions.from_json(body if body is not None else {})
     run = reads.get_run(run_id)
-    approval = decisions.apply(run, action, decision)
+    approval = decisions.apply(run, action, decision, principal(), admin_role=auth.admin_role())
     answer: dict[str, Any] = {"id": run.id, "status": run.status}
     if approval is not None:
         answer["approval"] = approval_json(approval)
@@ -114,12 +133,28 @@ def approval_json(approval: Approval) -> dict[str, Any]:
         "assignee": approval.assignee,
         "status": approval.status,
         "decided_by": approval.decided_by,
+        "principal": approval.principal,
         "decided_at": iso(approval.decided_at),
         "comment": approval.comment,
-        "payload": approval.decision_payload,
+        "payload": redact(approval.decision_payload),
         "expires_at": iso(approval.expires_at),
+        "reminded_at": iso(approval.reminded_at),
         "created_at": iso(approval.created_at),
+        "kind": approval.kind,
+        "summary": approval.summary,
+        "tool": approval.tool,
+        "tool_input": approval.tool_input,
+        "args_hash": approval.args_hash,
+        "evidence": approval.evidence,
+        "round": approval.round,
     }
+
+
+def _with_transcript(run: Run, approval: Approval) -> dict[str, Any]:
+    data = approval_json(approval)
+    if approval.kind == "tool_call":
+        data["transcript"] = reads.transcript(run.id, approval.step)
+    return data
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -128,12 +163,13 @@ def run_json(run: Run) -> dict[str, Any]:
         "id": run.id,
         "workflow": run.workflow,
         "status": run.status,
-        "input": run.input,
-        "context": run.context,
-        "subject": run.subject,
-        "state": run.state,
-        "output": run.output,
-        "error": run.error,
+        # Values under secret-looking keys never leave through the API (as on the pages and in events).
+        "input": redact(run.input),
+        "context": redact(run.context),
+        "subject": redact(run.subject),
+        "state": redact(run.state),
+        "output": redact(run.output),
+        "error": redact(run.error),
         "tokens": {
             "input": run.tokens.input_tokens,
             "output": run.tokens.output_tokens,
@@ -148,7 +184,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
-        "pending_approval": approval_json(pending) if pending else None,
+        "pending_approval": _with_transcript(run, pending) if pending else None,
         "approvals": [approval_json(a) for a in run.approvals],
         "ledger": [
             {

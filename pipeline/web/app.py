@@ -11,9 +11,10 @@ from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from pipeline.auth.principal import Authenticator
+from pipeline.errors import ConfigurationError
 from pipeline.runtime import Runtime
-from pipeline.web import api, batch_views, reads, views
+from pipeline.web import api, auth, batch_views, reads, views
+from pipeline.web.auth import Authenticator
 from pipeline.web.security import secure_headers
 
 log = logging.getLogger("rubot.web")
@@ -25,17 +26,22 @@ def create_app(
     runtime: Runtime | None = None,
     *,
     secret_key: str | None = None,
-    api_token: str | None = None,
     authenticator: Authenticator | None = None,
+    admin_role: str | None = None,
 ) -> Flask:
     """Build the web app.
 
     Without ``runtime`` every request uses :func:`pipeline.runtime.current`, resolved lazily, so importing the
-    app never touches the database or broker. ``secret_key`` (signing the session that holds the CSRF token)
-    defaults to ``RUBOT_WEB_SECRET_KEY``; ``api_token`` defaults to ``RUBOT_WEB_API_TOKEN`` and, when empty,
-    disables the JSON API. ``RUBOT_WEB_SECURE_COOKIES=1`` marks the session cookie HTTPS-only. With an
-    ``authenticator`` (``(request) -> Principal | None``) every page needs a principal and decisions are recorded
-    as made by it (:mod:`pipeline.web.principals`).
+    app never touches the database or broker. ``secret_key`` (signing the session that holds the CSRF token, and
+    approval links) defaults to ``RUBOT_WEB_SECRET_KEY``. ``RUBOT_WEB_SECURE_COOKIES=1`` marks the session cookie
+    HTTPS-only.
+
+    ``authenticator`` establishes who makes a page request: any callable ``(flask.request) -> Principal | None``
+    (for instance one that maps a host application's logged-in user to a :class:`pipeline.auth.Principal`).
+    Without one, ``RUBOT_WEB_AUTH`` chooses (``proxy``: trusted oauth2-proxy headers; ``dev``: a loopback-only
+    development principal); with neither, the pages are read-only and no decision is served. The JSON API always
+    authenticates with personal API tokens. ``admin_role`` (default ``RUBOT_WEB_ADMIN_ROLE`` or ``rubot_admin``)
+    may cancel any run from the pages.
     """
     app = Flask(__name__, template_folder="templates", static_folder=None)  # styles are inline
     app.config.update(
@@ -46,11 +52,21 @@ def create_app(
         SESSION_COOKIE_SECURE=os.environ.get("RUBOT_WEB_SECURE_COOKIES", "").lower() in {"1", "true", "yes"},
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
-    token = api_token if api_token is not None else os.environ.get("RUBOT_WEB_API_TOKEN", "")
+    mode = "custom"
+    if authenticator is None:
+        authenticator, mode = auth.from_environ()
+    elif not callable(authenticator):
+        raise ConfigurationError(
+            f"authenticator must be a callable (request) -> Principal | None, got {authenticator!r}"
+        )
+    if authenticator is None:
+        log.warning(auth.NO_AUTHENTICATOR)
     app.extensions[reads.EXTENSION] = {
         "runtime": runtime,
-        "api_token": token.strip() or None,
         "authenticator": authenticator,
+        "auth_mode": mode,
+        "admin_role": admin_role or os.environ.get("RUBOT_WEB_ADMIN_ROLE") or auth.DEFAULT_ADMIN_ROLE,
+        "secret_key_configured": bool(secret_key or os.environ.get("RUBOT_WEB_SECRET_KEY")),
     }
     app.register_blueprint(views.bp)
     app.register_blueprint(batch_views.bp)

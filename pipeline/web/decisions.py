@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from werkzeug.exceptions import Forbidden
+
+from pipeline.auth.principal import Principal
 from pipeline.runs import Approval, Run
 from pipeline.web.errors import invalid_request
 
@@ -17,28 +20,23 @@ PAST_TENSE = {
     "request-changes": "sent back with requested changes",
     "cancel": "cancelled",
 }
-# Sized to the database columns (``decided_by`` is 200 characters) so a long value is a 400, not a DB error.
-MAX_BY = 200
 MAX_COMMENT = 10_000
 MAX_ID = 40
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Who decided, why, and the optional JSON payload handed to the workflow."""
+    """Why, and the optional JSON payload handed to the workflow. Who decides is the request's principal,
+    established by the server; a form or body never says it."""
 
-    by: str
     comment: str | None = None
     payload: Any = None
     approval_id: str | None = None
 
 
-def from_form(form: Mapping[str, str], *, by: str | None = None) -> Decision:
-    """Read a decision from the approval (or cancel) form; the payload field holds JSON text.
-
-    ``by`` is the authenticated principal's id when the app has an authenticator: it wins over the form."""
+def from_form(form: Mapping[str, str]) -> Decision:
+    """Read a decision from the approval (or cancel) form; the payload field holds JSON text."""
     return _decision(
-        by=by if by is not None else form.get("decided_by"),
         comment=form.get("comment"),
         payload=parse_json(form.get("payload", ""), what="payload"),
         approval_id=form.get("approval_id") or None,
@@ -46,14 +44,15 @@ def from_form(form: Mapping[str, str], *, by: str | None = None) -> Decision:
 
 
 def from_json(body: Any) -> Decision:
-    """Read a decision from a JSON API body ``{"by", "comment", "payload", "approval_id"}``."""
+    """Read a decision from a JSON API body ``{"comment", "payload", "approval_id"}``."""
     if not isinstance(body, dict):
-        raise invalid_request('the request body must be a JSON object like {"by": "you@example.com"}')
-    unknown = sorted(set(body) - {"by", "comment", "reason", "payload", "approval_id"})
+        raise invalid_request('the request body must be a JSON object like {"comment": "fine"}')
+    if "by" in body:
+        raise invalid_request('"by" is not accepted: the decision is made by the owner of the API token')
+    unknown = sorted(set(body) - {"comment", "reason", "payload", "approval_id"})
     if unknown:
         raise invalid_request(f"unknown field(s) in the request body: {', '.join(unknown)}")
     return _decision(
-        by=body.get("by"),
         comment=body.get("comment", body.get("reason")),
         payload=body.get("payload"),
         approval_id=body.get("approval_id"),
@@ -76,12 +75,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
-def _decision(*, by: Any, comment: Any, payload: Any, approval_id: Any) -> Decision:
-    if not isinstance(by, str) or not by.strip():
-        raise invalid_request("decided_by is required: say who makes this decision")
-    by = by.strip()
-    if len(by) > MAX_BY:
-        raise invalid_request(f"decided_by is longer than {MAX_BY} characters")
+def _decision(*, comment: Any, payload: Any, approval_id: Any) -> Decision:
     if comment is not None and not isinstance(comment, str):
         raise invalid_request("comment must be a string")
     if comment is not None:
@@ -90,13 +84,27 @@ def _decision(*, by: Any, comment: Any, payload: Any, approval_id: Any) -> Decis
         raise invalid_request(f"comment is longer than {MAX_COMMENT} characters")
     if approval_id is not None and (not isinstance(approval_id, str) or len(approval_id) > MAX_ID):
         raise invalid_request("approval_id must be an approval id string")
-    return Decision(by=by, comment=comment, payload=payload, approval_id=approval_id)
+    return Decision(comment=comment, payload=payload, approval_id=approval_id)
 
 
-def apply(run: Run, action: str, decision: Decision) -> Approval | None:
-    """Perform ``action`` on ``run``; Rubot errors (already decided, nothing pending...) propagate."""
+def may_cancel(run: Run, principal: Principal, admin_role: str) -> bool:
+    """From the web, a run is cancelled by whoever launched it or by a holder of the admin role."""
+    return principal.has_role(admin_role) or (run.user_id is not None and run.user_id == principal.id)
+
+
+def apply(
+    run: Run, action: str, decision: Decision, principal: Principal, *, admin_role: str, link_id: str | None = None
+) -> Approval | None:
+    """Perform ``action`` on ``run`` as ``principal``; Rubot errors (forbidden, already decided...) propagate."""
     if action == "cancel":
-        run.cancel(by=decision.by, reason=decision.comment)
+        if not may_cancel(run, principal, admin_role):
+            raise Forbidden(
+                f"{principal.id} may not cancel run {run.id}: only whoever launched it or a holder of the "
+                f"{admin_role!r} role may"
+            )
+        run.cancel(by=principal.id, reason=decision.comment)
         return None
-    decide = {"approve": run.approve, "reject": run.reject, "request-changes": run.request_changes}[action]
-    return decide(decision.by, decision.payload, comment=decision.comment, approval_id=decision.approval_id)
+    verb = {"approve": "approved", "reject": "rejected", "request-changes": "changes_requested"}[action]
+    return run._decide(
+        verb, principal, decision.payload, decision.comment, decision.approval_id, principal.via, link_id=link_id
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.errors import (
     ApprovalAlreadyDecided,
     ApprovalError,
+    ApprovalForbidden,
     DatabaseNotMigratedError,
     DefinitionError,
     InvalidRunState,
@@ -19,6 +20,7 @@ from pipeline.errors import (
 # First match wins, so subclasses come before their bases.
 _STATUSES: tuple[tuple[type[RubotError], int], ...] = (
     (RunNotFound, 404),
+    (ApprovalForbidden, 403),
     (ApprovalAlreadyDecided, 409),
     (NoPendingApproval, 409),
     (InvalidRunState, 409),

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, g, request
-from werkzeug.exceptions import Unauthorized
+from flask import current_app
 
 from pipeline.auth.principal import Principal
+from pipeline.web import auth
 
 EXTENSION = "rubot_web"
 
@@ -24,18 +24,15 @@ def _settings() -> dict[str, Any]:
 
 
 def current_principal() -> Principal | None:
-    """The principal of this request (looked up once per request), or ``None`` with no authenticator."""
-    if "rubot_principal" not in g:
-        authenticator = _settings().get("authenticator")
-        g.rubot_principal = authenticator(request) if authenticator is not None else None
-    return g.rubot_principal
+    """The principal of this request (looked up once per request), or ``None`` (see :mod:`pipeline.web.auth`)."""
+    return auth.principal()
 
 
 def require_principal() -> Any:
-    """``before_request`` of the pages: with an authenticator configured, no principal means no page."""
-    if _settings().get("authenticator") is None or current_principal() is not None:
-        return None
+    """``before_request`` of the pages mounted in a host (the Flask extension, the Django app): a request the host
+    does not know is sent to the host's login. Rubot's own web process shows its pages read-only to a visitor it
+    cannot identify and serves decisions only to principals (see :mod:`pipeline.web.auth`)."""
     unauthorized = _settings().get("unauthorized")
-    if unauthorized is not None:
-        return unauthorized()
-    raise Unauthorized("Log in to use Rubot's pages.")
+    if unauthorized is None or current_principal() is not None:
+        return None
+    return unauthorized()

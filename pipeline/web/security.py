@@ -1,7 +1,7 @@
-"""CSRF tokens for the HTML forms, the bearer token of the JSON API and the response headers of every page.
+"""CSRF tokens for the HTML forms and the response headers of every page.
 
 The CSRF token is random per browser session and lives in Flask's signed session cookie; a form POST must send
-it back. The JSON API does not use cookies at all, so it needs no CSRF token: a bearer token authorises it.
+it back. The JSON API does not use cookies at all, so it needs no CSRF token: a personal API token authorises it.
 """
 
 from __future__ import annotations
@@ -43,20 +43,6 @@ def check_csrf() -> None:
     sent = request.form.get(CSRF_FIELD, "")
     if not isinstance(expected, str) or not expected or not _same(sent, expected):
         raise CsrfError()
-
-
-def bearer_token() -> str | None:
-    """The token of an ``Authorization: Bearer ...`` header, if any."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
-
-
-def api_token_ok(configured: str) -> bool:
-    sent = bearer_token()
-    return sent is not None and _same(sent, configured)
 
 
 def _same(a: str, b: str) -> bool:

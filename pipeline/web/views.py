@@ -12,11 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from werkzeug.exceptions import Forbidden
 from werkzeug.wrappers import Response
 
+from pipeline.auth.principal import Principal
 from pipeline.errors import RubotError
+from pipeline.redact import redact
 from pipeline.store.tables import RUN_STATUSES
-from pipeline.web import decisions, principals, reads
+from pipeline.web import auth, decisions, links, principals, reads
 from pipeline.web.errors import invalid_request, status_for
 from pipeline.web.security import check_csrf, csrf_token, secure_headers
 
@@ -28,8 +31,8 @@ bp.after_request(secure_headers)
 
 @bp.app_template_filter("rubot_pretty")
 def pretty(value: Any) -> str:
-    """Indented JSON for the pages (Jinja autoescape escapes it like any other string)."""
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    """Indented JSON for the pages, secrets redacted (Jinja autoescape escapes it like any other string)."""
+    return json.dumps(redact(value), indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
 @bp.app_template_filter("rubot_when")
@@ -41,7 +44,9 @@ def when(value: datetime | None) -> str:
 
 
 bp.add_app_template_global(csrf_token, "rubot_csrf_token")
-bp.add_app_template_global(principals.current_principal, "rubot_principal")
+
+
+# Mounted in a host (the Flask extension, the Django app): no principal means the host's login, not a page.
 bp.before_request(principals.require_principal)
 
 
@@ -86,7 +91,14 @@ def run_detail(run_id: str) -> str:
 
 @bp.get("/approvals")
 def approvals() -> str:
-    return render_template("rubot_approvals.html", items=reads.pending_approvals())
+    """The inbox: only the approvals the signed-in principal may decide."""
+    who = auth.principal()
+    return render_template(
+        "rubot_approvals.html",
+        items=reads.pending_approvals(who),
+        principal=who,
+        configured=auth.page_authenticator() is not None,
+    )
 
 
 @bp.get("/approvals/<run_id>")
@@ -97,28 +109,58 @@ def approval(run_id: str) -> str:
 def _approval_page(run_id: str, *, error: str | None = None, form: dict[str, Any] | None = None) -> str:
     run = reads.get_run(run_id)
     decided = [a for a in run.approvals if a.status != "pending"]
+    pending = reads.open_approval(run)
+    who = auth.principal()
     return render_template(
         "rubot_approval.html",
         run=run,
-        pending=reads.open_approval(run),
+        pending=pending,
         last=decided[-1] if decided else None,
         error=error,
         form=form or {},
+        principal=who,
+        configured=auth.page_authenticator() is not None,
+        refusal=reads.refusal(run.id, pending.id, who) if pending is not None and who is not None else None,
+        evidence=reads.evidence(run, pending) if pending is not None else None,
+        action_url=lambda action: url_for(f"rubot.{action.replace('-', '_')}_run", run_id=run.id),
+        hidden={},
     )
 
 
+class NoAuthenticator(Forbidden):
+    """No page authenticator is configured: the pages are read-only."""
+
+    name = "No authenticator"
+    description = auth.NO_AUTHENTICATOR
+
+
+class NotSignedIn(Forbidden):
+    name = "Not signed in"
+    description = auth.NOT_SIGNED_IN
+
+
+def require_principal() -> Principal:
+    """The request's principal; a 403 that says what is missing when there is none."""
+    if auth.page_authenticator() is None:
+        raise NoAuthenticator()
+    who = auth.principal()
+    if who is None:
+        raise NotSignedIn()
+    return who
+
+
 def _act(run_id: str, action: str) -> Response | tuple[str, int]:
+    who = require_principal()
     try:
-        principal = principals.current_principal()
-        decision = decisions.from_form(request.form, by=principal.id if principal else None)
+        decision = decisions.from_form(request.form)
     except RubotError as exc:
         if action == "cancel":
             raise
         # Show the approver their form again, filled in, with what was wrong: nothing was recorded.
         return _approval_page(run_id, error=exc.message, form=request.form.to_dict()), status_for(exc)
     run = reads.get_run(run_id)
-    decisions.apply(run, action, decision)
-    flash(f"Run {run.id} was {decisions.PAST_TENSE[action]} by {decision.by}; it is now {run.status}.")
+    decisions.apply(run, action, decision, who, admin_role=auth.admin_role())
+    flash(f"Run {run.id} was {decisions.PAST_TENSE[action]} by {who.display_name}; it is now {run.status}.")
     return redirect(url_for("rubot.run_detail", run_id=run.id), code=303)
 
 
@@ -134,6 +176,7 @@ def _register_actions() -> None:
 
 
 _register_actions()
+links.register(bp)
 
 
 def _int_arg(name: str, *, default: int, low: int, high: int) -> int:

@@ -82,6 +82,18 @@ def sweeps(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.approval_sweep_seconds,
             "options": {"expires": settings.approval_sweep_seconds, "queue": settings.queue},
         },
+        # SLA reminders before the deadline (pipeline/engine/reminders.py), on the same clock as expiry.
+        "rubot-remind-approvals": {
+            "task": "rubot.remind_approvals",
+            "schedule": settings.approval_sweep_seconds,
+            "options": {"expires": settings.approval_sweep_seconds, "queue": settings.queue},
+        },
+        # Notifications whose send message was lost (pipeline/notify/sender.py): sent again, never lost.
+        "rubot-sweep-notifications": {
+            "task": "rubot.sweep_notifications",
+            "schedule": settings.notify_sweep_seconds,
+            "options": {"expires": settings.notify_sweep_seconds, "queue": settings.queue},
+        },
         # Ended Message Batches: record their turns and resume the parked runs (pipeline/llm/batch_collect.py).
         "rubot-collect-batches": {
             "task": "rubot.collect_batches",

@@ -14,10 +14,11 @@ from celery import Celery
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline import api, batches
-from pipeline.engine import compiler, dispatch, executor, expiry, recovery
+from pipeline.engine import compiler, dispatch, executor, expiry, recovery, reminders
 from pipeline.engine.transitions import Outcome
-from pipeline.errors import ModelError, ModelUnavailable
+from pipeline.errors import ModelError, ModelUnavailable, NotificationFailed
 from pipeline.llm import agent_loop, batch_collect, tool_calls
+from pipeline.notify import sender
 from pipeline.runtime import Runtime
 
 RECOVER_TASK = "rubot.recover"
@@ -41,6 +42,7 @@ def register(app: Celery, runtime: Runtime) -> None:
     """Register the ``rubot.*`` tasks on ``app``; they use ``runtime`` (never a thread-local current app)."""
     _register_runs(app, runtime)
     _register_sweeps(app, runtime)
+    _register_notifications(app, runtime)
 
 
 def _register_runs(app: Celery, runtime: Runtime) -> None:
@@ -106,6 +108,37 @@ def _register_runs(app: Celery, runtime: Runtime) -> None:
     @app.task(name=compiler.FORGET_TASK, ignore_result=True, **DELIVERY)
     def forget_results(results: list[Any]) -> None:
         dispatch.forget_results(runtime, results)
+
+
+def _register_notifications(app: Celery, runtime: Runtime) -> None:
+    # Retried with backoff (about 1 s to 5 min); the outbox row counts attempts and the sweep covers the rest.
+    @app.task(
+        name=sender.SEND_TASK,
+        ignore_result=True,
+        autoretry_for=(NotificationFailed,),
+        retry_backoff=True,
+        retry_backoff_max=300,
+        max_retries=8,
+        **DELIVERY,
+    )
+    def send_notification(outbox_id: str) -> str:
+        """Send one outbox row (its id is the notification's stable id)."""
+        planner = runtime.notifications
+        if planner is None:
+            return "not_configured"  # the row stays pending for a process that has notifiers
+        return sender.send(runtime.db, planner, outbox_id)
+
+    @app.task(name=sender.SWEEP_TASK, ignore_result=True, **DELIVERY)
+    def sweep_notifications() -> int:
+        """Send again the outbox rows whose send message was lost (beat)."""
+        if runtime.notifications is None:
+            return 0
+        return len(sender.sweep(runtime.db, lambda outbox_id: runtime.send(sender.SEND_TASK, outbox_id)))
+
+    @app.task(name=reminders.SWEEP_TASK, ignore_result=True, **DELIVERY)
+    def remind_approvals() -> int:
+        """Send the SLA reminders that are due (beat)."""
+        return len(reminders.send_reminders(runtime))
 
 
 def _register_sweeps(app: Celery, runtime: Runtime) -> None:

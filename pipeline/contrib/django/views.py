@@ -62,8 +62,8 @@ def pages_app() -> Any:
             )
             _app = create_app(
                 secret_key=secret,
-                api_token=getattr(settings, "RUBOT_WEB_API_TOKEN", None),
                 authenticator=_from_environ,
+                admin_role=getattr(settings, "RUBOT_WEB_ADMIN_ROLE", None),
             )
             _app.config["SESSION_COOKIE_SECURE"] = bool(getattr(settings, "SESSION_COOKIE_SECURE", False))
     return _app
