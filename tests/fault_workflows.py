@@ -11,7 +11,7 @@ from pathlib import Path
 
 from marshmallow import fields
 
-from pipeline import Tool, Workflow, step, tool_step
+from pipeline import Tool, Workflow, parallel, step, tool_step
 
 
 def deliver(key: str, run_id: str, op: str) -> None:
@@ -43,6 +43,39 @@ class FaultWorkflow(Workflow):
     def compute(self):
         time.sleep(random.uniform(0, 0.1))
         return {"total": self.run.state["charge"]["charged"] * 2}
+
+    notify = tool_step(Charge, input=lambda input, state, context: {"amount": state["compute"]["total"]})
+
+
+class Reserve(Tool):
+    """Reserve stock in a system that knows no idempotency keys: a second call reserves twice, so Rubot must never
+    repeat it blindly (an interrupted call goes to a person, who checks the sink and reconciles)."""
+
+    description = "Reserve stock."
+    side_effects = True
+    input_schema = {"amount": fields.Integer(required=True)}
+    output_schema = {"reserved": fields.Integer(required=True)}
+
+    def call(self, *, amount):
+        time.sleep(random.uniform(0, 0.15))
+        # The key is the same for every attempt at this operation, so a second reservation shows as a repeated line.
+        deliver(f"reserve-{self.context.run_id}", self.context.run_id, self.context.op_key)
+        time.sleep(random.uniform(0, 0.1))
+        return {"reserved": amount}
+
+
+class ParallelFaultWorkflow(Workflow):
+    """Two side effects side by side (one idempotent, one not), then a step that needs both, then another effect."""
+
+    input_schema = {"amount": fields.Integer(required=True)}
+    effects = parallel(
+        charge=tool_step(Charge, input=lambda input, state, context: {"amount": input["amount"]}),
+        reserve=tool_step(Reserve, input=lambda input, state, context: {"amount": input["amount"]}),
+    )
+
+    @step
+    def compute(self):
+        return {"total": self.run.state["charge"]["charged"] + self.run.state["reserve"]["reserved"]}
 
     notify = tool_step(Charge, input=lambda input, state, context: {"amount": state["compute"]["total"]})
 

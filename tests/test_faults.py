@@ -88,6 +88,83 @@ def test_sigkill_at_random_moments_loses_no_run_and_repeats_no_effect(faulty, si
     assert all(r.output == {"charged": r.input["amount"] * 2} for r in runs)
 
 
+@pytest.mark.timeout(1200)
+def test_sigkills_during_parallel_side_effects_lose_no_run_repeat_no_effect_and_leave_every_doubt_to_a_person(
+    faulty, sink, request
+):
+    """Runs of two side effects in a parallel group (one idempotent, one not) with workers SIGKILLed at random
+    (40 runs; ``pytest --long``: 200).
+
+    An interrupted non-idempotent reservation is never repeated: its run waits in ``needs_reconciliation`` with the
+    operation named, and a person (this test, looking at the downstream sink) reconciles it — happened, or not.
+    """
+    runs_wanted = 200 if request.config.getoption("--long") else 40
+    rng = random.Random(4321)
+    worker = faulty.start_worker_process(concurrency=2)
+    ids = [pipeline.enqueue(fw.ParallelFaultWorkflow, input={"amount": n}).id for n in range(runs_wanted)]
+    kills = reconciled = 0
+    reconciled_ops: list[str] = []
+
+    def reconcile_what_waits() -> int:
+        settled = 0
+        for run in pipeline.list_runs(status="needs_reconciliation", workflow="ParallelFaultWorkflow", limit=500):
+            op_key = run.error["op_key"]  # every doubt names its operation, and reconcile can reach it
+            happened = any(line.split()[1:] == [run.id, op_key] for line in sink_lines(sink))
+            run.reconcile(
+                by="ops@example.com",
+                happened=happened,
+                result={"reserved": run.input["amount"]},
+                comment="checked the stock system",
+            )
+            reconciled_ops.append(op_key)
+            settled += 1
+        return settled
+
+    def finished() -> bool:
+        statuses = Counter(r.status for r in pipeline.list_runs(workflow="ParallelFaultWorkflow", limit=500))
+        return statuses["completed"] + statuses["failed"] + statuses["dead_letter"] == runs_wanted
+
+    try:
+        deadline = time.monotonic() + 300
+        while not finished() and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.3, 1.5))
+            worker.kill()
+            kills += 1
+            worker = faulty.start_worker_process(concurrency=2)
+            recovery.sweep(faulty.runtime)
+            reconciled += reconcile_what_waits()
+
+        def settled() -> bool:
+            nonlocal reconciled
+            reconciled += reconcile_what_waits()
+            return finished()
+
+        sweep_until(faulty, settled, timeout=180, what="all runs to finish")
+    finally:
+        worker.stop()
+
+    runs = [pipeline.get_run(i) for i in ids]
+    statuses = Counter(r.status for r in runs)
+    lines = [tuple(line.split()) for line in sink_lines(sink)]
+    per_op = Counter((run_id, op) for _key, run_id, op in lines)
+    charge_keys = Counter((run_id, op) for key, run_id, op in set(lines) if op != "reserve")
+    print(
+        f"\nparallel fault figures: runs={runs_wanted} kills={kills} recoveries={sum(r.recoveries for r in runs)} "
+        f"reconciled={reconciled} statuses={dict(statuses)} attempts={len(lines)} "
+        f"reservations_twice={sum(1 for (_, op), c in per_op.items() if op == 'reserve' and c > 1)}"
+    )
+    assert kills >= 5
+    assert statuses == {"completed": runs_wanted}  # 0 lost, 0 failed by the framework, every doubt settled
+    assert set(reconciled_ops) <= {"reserve"}  # only the non-idempotent effect ever needed a person
+    # The non-idempotent reservation happened exactly once per run: never repeated, never lost
+    assert sorted(run_id for (run_id, op) in per_op if op == "reserve") == sorted(ids)
+    assert all(count == 1 for (run_id, op), count in per_op.items() if op == "reserve")
+    # The idempotent charges: one idempotency key per operation at the downstream system
+    assert set(charge_keys) == {(r.id, op) for r in runs for op in ("charge", "notify")}
+    assert all(count == 1 for count in charge_keys.values())
+    assert all(r.output == {"charged": r.input["amount"] * 2} for r in runs)
+
+
 def test_a_step_that_kills_its_worker_every_time_goes_to_dead_letter_and_others_finish(faulty, sink):
     faulty.env["RUBOT_MAX_RECOVERIES"] = "2"
     from dataclasses import replace

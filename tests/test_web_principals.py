@@ -31,7 +31,7 @@ def test_pages_need_a_principal_and_decisions_are_recorded_as_made_by_it(stack, 
 
     # When the principal approves with a forged "decided_by" field
     page = client.get(f"/approvals/{run.id}", headers={"X-User": "1"})
-    assert page.status_code == 200 and "Signed in as <strong id=\"principal-name\">Lena Lead</strong>" in page.text
+    assert page.status_code == 200 and 'Signed in as <strong id="principal-name">Lena Lead</strong>' in page.text
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     answer = client.post(
         f"/runs/{run.id}/approve",
