@@ -46,9 +46,16 @@ def claim(
     row = queries.get_effect(session, run_id, op_key)
     now = utcnow()
     if row is None:
-        queries.add_effect(session, run_id, op_key, kind, None, task_id, status=CLAIMED)
-        row = queries.get_effect(session, run_id, op_key)
-        row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        row = queries.add_effect(
+            session,
+            run_id,
+            op_key,
+            kind,
+            None,
+            task_id,
+            status=CLAIMED,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+        )
         return Claim.ACQUIRED, row
     if row.status == DONE:
         return Claim.DONE, row

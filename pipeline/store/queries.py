@@ -60,15 +60,30 @@ def get_effect(session: Session, run_id: str, op_key: str) -> EffectRow | None:
 
 
 def add_effect(
-    session: Session, run_id: str, op_key: str, kind: str, result: Any, task_id: str | None, *, status: str = DONE
-) -> None:
+    session: Session,
+    run_id: str,
+    op_key: str,
+    kind: str,
+    result: Any,
+    task_id: str | None,
+    *,
+    status: str = DONE,
+    lease_expires_at: Any = None,
+) -> EffectRow:
     """Insert a ledger row; a concurrent duplicate fails the flush on the unique ``(run_id, op_key)``."""
-    session.add(
-        EffectRow(
-            run_id=run_id, op_key=op_key, kind=kind, result=result, task_id=task_id, status=status, created_at=utcnow()
-        )
+    row = EffectRow(
+        run_id=run_id,
+        op_key=op_key,
+        kind=kind,
+        result=result,
+        task_id=task_id,
+        status=status,
+        lease_expires_at=lease_expires_at,
+        created_at=utcnow(),
     )
+    session.add(row)
     session.flush()
+    return row
 
 
 def completed_ops(session: Session, run_id: str) -> set[str]:
