@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import fields
 
-from pipeline import Agent, Tool, Workflow, agent_step, approval_step, step
+from pipeline import Agent, Tool, Workflow, agent_step, approval_step, step, tool_step
 
 
 class BenchOneStep(Workflow):
@@ -73,6 +73,30 @@ class BenchTenSteps(Workflow):
     @step
     def s9(self):
         return {"i": 9}
+
+
+class Touch(Tool):
+    """A side effect that does nothing: what the claim before an effect costs."""
+
+    description = "Touch nothing, as if it changed the world."
+    side_effects = True
+    idempotent = True
+    input_schema = {}
+    output_schema = {"ok": fields.Boolean(required=True)}
+
+    def call(self):
+        return {"ok": True}
+
+
+def _touch():
+    return tool_step(Touch, input=lambda input, state, context: {})
+
+
+class BenchTenEffects(Workflow):
+    """Ten side-effecting tool steps: a claim, then a record, per step."""
+
+    e0, e1, e2, e3, e4 = _touch(), _touch(), _touch(), _touch(), _touch()
+    e5, e6, e7, e8, e9 = _touch(), _touch(), _touch(), _touch(), _touch()
 
 
 class BenchApproval(Workflow):
