@@ -19,7 +19,7 @@ from pipeline.store.tables import QUEUED, RunRow, utcnow
 
 def _workflow_class(workflow: type[Workflow] | str, rt: runtime.Runtime) -> type[Workflow]:
     if isinstance(workflow, str):
-        return registry.workflow(workflow, modules=rt.settings.workflow_modules)  # type: ignore[return-value]
+        return registry.workflow(workflow, modules=rt.settings.workflow_modules)
     if isinstance(workflow, type) and issubclass(workflow, Workflow) and workflow is not Workflow:
         return workflow
     raise DefinitionError(f"expected a Workflow subclass or a workflow name, got {workflow!r}")

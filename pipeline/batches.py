@@ -103,12 +103,13 @@ def launch_batch(
             total += 1
     except Exception as exc:
         with runtime.db.transaction() as s:
-            batch = s.get(BatchRow, batch_id)
-            transitions.batch_failed(s, batch, {"reason": "batch_failed", "message": f"{type(exc).__name__}: {exc}"})
+            transitions.batch_failed(
+                s, s.get_one(BatchRow, batch_id), {"reason": "batch_failed", "message": f"{type(exc).__name__}: {exc}"}
+            )
         log.exception("batch %s of schedule %s failed after %d runs", batch_id, item.name, total)
         return batch_id
     with runtime.db.transaction() as s:
-        transitions.batch_launched(s, s.get(BatchRow, batch_id), total=total)
+        transitions.batch_launched(s, s.get_one(BatchRow, batch_id), total=total)
     return batch_id
 
 
@@ -187,7 +188,7 @@ def list_batches(runtime: Runtime, *, limit: int = 50) -> list[BatchView]:
                 .group_by(RunRow.batch_id, RunRow.status)
             )
             for batch_id, status, n in s.execute(query):
-                counts[batch_id][status] = n
+                counts[str(batch_id)][status] = n
         return [_view(row, counts[row.id]) for row in rows]
 
 

@@ -65,7 +65,7 @@ class Runtime:
         self._notify_args: dict[str, Any] = {"notifiers": notifiers, "directory": directory}
         self._notifications: Planner | None = None
         self._notifications_ready = False
-        app.rubot_runtime = self  # type: ignore[attr-defined]
+        app.rubot_runtime = self
 
     @property
     def settings(self) -> Settings:

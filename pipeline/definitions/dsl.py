@@ -22,7 +22,7 @@ OnExpire = Literal["reject", "escalate"]
 class StepSpec:
     """Base of all step descriptions. ``name`` is filled from the class attribute when not given."""
 
-    name: str | None = field(default=None, kw_only=True)
+    name: str = field(default="", kw_only=True)
 
     kind = "step"
     # True for steps that end a dispatch segment: what follows is dispatched again from SQL once the step is
@@ -31,11 +31,11 @@ class StepSpec:
 
     def __set_name__(self, owner: type, attribute: str) -> None:
         # Class-body assignment names the step; the workflow metaclass reads names from here.
-        if self.name is None:
+        if not self.name:
             object.__setattr__(self, "name", attribute)
 
     def named(self, name: str) -> StepSpec:
-        return self if self.name is not None else replace(self, name=name)
+        return self if self.name else replace(self, name=name)
 
 
 @dataclass(frozen=True)
@@ -94,17 +94,17 @@ class ParallelGroup:
     """Steps that run side by side (a Celery chord); the next step starts when all of them finished."""
 
     steps: tuple[StepSpec, ...]
-    name: str | None = None
+    name: str = ""
     kind = "parallel"
 
     def __set_name__(self, owner: type, attribute: str) -> None:
-        if self.name is None:
+        if not self.name:
             object.__setattr__(self, "name", attribute)
 
 
 def tool_step(tool: Any, *, input: InputFn | None = None, name: str | None = None) -> ToolStep:
     """Call ``tool`` (a Tool subclass or a registered tool name) with ``input(input, state, context)``."""
-    return ToolStep(tool=tool, input=input, name=name)
+    return ToolStep(tool=tool, input=input, name=name or "")
 
 
 def agent_step(agent: Any, *, input: InputFn | None = None, batch: bool = False, name: str | None = None) -> AgentStep:
@@ -114,7 +114,7 @@ def agent_step(agent: Any, *, input: InputFn | None = None, batch: bool = False,
     submitted the run parks (no worker, no message) until beat's ``rubot.collect_batches`` finds the batch ended,
     records the turn and resumes the run. For work that can wait (most batches end within an hour, all within 24).
     """
-    return AgentStep(agent=agent, input=input, batch=batch, name=name)
+    return AgentStep(agent=agent, input=input, batch=batch, name=name or "")
 
 
 def step(func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
@@ -123,10 +123,10 @@ def step(func: Callable[..., Any] | None = None, *, name: str | None = None) -> 
     The return value, when not ``None``, becomes ``state[name]``.
     """
     if func is None:
-        return lambda f: FunctionStep(func=f, name=name)
+        return lambda f: FunctionStep(func=f, name=name or "")
     if isinstance(func, str):
         raise TypeError("use @step(name=...) to rename a step")
-    return FunctionStep(func=func, name=name)
+    return FunctionStep(func=func, name=name or "")
 
 
 def approval_step(
@@ -186,7 +186,7 @@ def approval_step(
         sla=sla,
         revise_from=revise_from,
         max_revisions=max_revisions,
-        name=name,
+        name=name or "",
     )
 
 

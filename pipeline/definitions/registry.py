@@ -72,4 +72,4 @@ def workflow(name: str, *, modules: tuple[str, ...] = ()) -> type:
 
 def workflow_of(runtime: Any, name: str) -> type[Workflow]:
     """The workflow class of a stored run, importing the deployment's ``workflow_modules`` when needed."""
-    return workflow(name, modules=runtime.settings.workflow_modules)  # type: ignore[return-value]
+    return workflow(name, modules=runtime.settings.workflow_modules)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import marshmallow
 from marshmallow import Schema
@@ -40,7 +40,12 @@ def make_schema(spec: Any, *, owner: str, attribute: str) -> type[Schema] | None
 
 
 def load(
-    schema: type[Schema] | None, data: Any, *, error: type[ValidationError], what: str, unknown: str = marshmallow.RAISE
+    schema: type[Schema] | None,
+    data: Any,
+    *,
+    error: type[ValidationError],
+    what: str,
+    unknown: Literal["exclude", "include", "raise"] = "raise",
 ) -> Any:
     """Validate ``data`` against ``schema`` and return the deserialized value, or raise ``error``.
 

@@ -49,11 +49,11 @@ class _Namespace(dict):
 
 class WorkflowMeta(type):
     @classmethod
-    def __prepare__(mcs, name: str, bases: tuple[type, ...], **kwargs: Any) -> _Namespace:  # noqa: N804
+    def __prepare__(mcs, name: str, bases: tuple[type, ...], /, **kwargs: Any) -> _Namespace:  # noqa: N804
         return _Namespace()
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: _Namespace, **kwargs: Any):  # noqa: N804
-        cls = super().__new__(mcs, name, bases, dict(namespace), **kwargs)
+        cls: Any = super().__new__(mcs, name, bases, dict(namespace), **kwargs)
         if namespace.get("__abstract__", False):
             return cls
         if namespace.duplicates:
@@ -334,6 +334,22 @@ class Workflow(metaclass=WorkflowMeta):
         return cls._steps.get(name)
 
     @classmethod
+    def step(cls, name: str) -> StepSpec:
+        """The step called ``name``; a :class:`DefinitionError` if the workflow has none (a renamed step)."""
+        spec = cls._steps.get(name)
+        if spec is None:
+            raise DefinitionError(f"{cls.name} has no step {name!r}")
+        return spec
+
+    @classmethod
+    def agent_step(cls, name: str) -> AgentStep:
+        """The agent step called ``name``; a :class:`DefinitionError` if it is not one."""
+        spec = cls.step(name)
+        if not isinstance(spec, AgentStep):
+            raise DefinitionError(f"{cls.name}.{name} is not an agent step")
+        return spec
+
+    @classmethod
     def in_last_unit(cls, name: str) -> bool:
         """Whether step ``name`` is the plan's last step or a member of its last parallel group."""
         last = cls._plan[-1]
@@ -349,7 +365,7 @@ class Workflow(metaclass=WorkflowMeta):
             if not collecting:
                 continue
             members = unit.steps if isinstance(unit, ParallelGroup) else (unit,)
-            names.extend(m.name for m in members)  # type: ignore[misc]
+            names.extend(m.name for m in members)
             if to in {m.name for m in members}:
                 break
         return names
@@ -365,7 +381,7 @@ class Workflow(metaclass=WorkflowMeta):
 
     @classmethod
     def output_step(cls) -> str:
-        return cls.output or _flatten(cls._plan)[-1].name  # type: ignore[return-value]
+        return cls.output or _flatten(cls._plan)[-1].name
 
     @classmethod
     def batch(cls, tick: Any) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from functools import partial
 from pathlib import Path
 from queue import Empty
 from time import monotonic
@@ -31,14 +32,16 @@ from kombu.utils.json import dumps, loads
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's own classes disagree on these two signatures (the filesystem channel renames ``message``, the
+    # virtual transport adds ``timeout``), so whichever we match, mypy sees a conflict with the other.
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         folder = Path(self.data_folder_out)
-        partial = folder / f".{name}.partial"
+        staging = folder / f".{name}.partial"
         try:
-            with open(partial, "wb") as handle:
+            with open(staging, "wb") as handle:
                 handle.write(str_to_bytes(dumps(payload)))
-            os.replace(partial, folder / name)
+            os.replace(staging, folder / name)
         except OSError as exc:
             raise ChannelError(f"cannot add message {name!r} to {folder}") from exc
         global _puts
@@ -46,7 +49,7 @@ class Channel(filesystem.Channel):
             _puts += 1
             _arrived.notify_all()
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: Any = None) -> Any:
         folder = Path(self.data_folder_in)
         claimed = folder.parent / f"{folder.name}-claimed"
         claimed.mkdir(exist_ok=True)
@@ -73,16 +76,22 @@ _arrived = threading.Condition()
 _puts = 0  # counts local puts, so a put between a failed look and the wait is never slept through
 
 
+def _put_since(seen: int) -> bool:
+    return _puts != seen
+
+
 class Transport(filesystem.Transport):
     Channel = Channel
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
         """Deliver one message; with none waiting, wait for a local put (or the polling interval) and look again."""
+        cycle = self.cycle
+        assert cycle is not None, "kombu sets the cycle when the transport is created"
         started = monotonic()
         while True:
             seen = _puts
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                cycle.get(self._deliver, timeout=timeout)
                 return
             except Empty:
                 if timeout is not None and monotonic() - started >= timeout:
@@ -91,4 +100,4 @@ class Transport(filesystem.Transport):
                 if timeout is not None:
                     pause = min(pause, max(0.0, timeout - (monotonic() - started)))
                 with _arrived:
-                    _arrived.wait_for(lambda seen=seen: _puts != seen, pause)
+                    _arrived.wait_for(partial(_put_since, seen), pause)

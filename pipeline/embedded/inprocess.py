@@ -31,7 +31,7 @@ def worker(
     ready = threading.Event()
 
     class _Worker(WorkController):
-        def on_consumer_ready(self, consumer):  # type: ignore[no-untyped-def]
+        def on_consumer_ready(self, consumer):
             super().on_consumer_ready(consumer)
             ready.set()
 

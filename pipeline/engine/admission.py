@@ -21,6 +21,7 @@ from pipeline.store import queries
 from pipeline.store.tables import QUEUED, RUNNING, WAITING, RunRow
 
 if TYPE_CHECKING:
+    from pipeline.definitions.workflow import Workflow
     from pipeline.runtime import Runtime
 
 ADMISSION_LOCK = 0x72_75_62_6F  # "rubo"
@@ -37,7 +38,7 @@ def subject_key(subject: Any) -> str | None:
     return None if subject is None else json.dumps(subject, sort_keys=True)[:500]
 
 
-def refusal(session: Session, runtime: Runtime, run: RunRow, workflow: type) -> str | None:
+def refusal(session: Session, runtime: Runtime, run: RunRow, workflow: type[Workflow]) -> str | None:
     """Why ``run`` cannot start now (``None``: it may). Call with the run row locked."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK})

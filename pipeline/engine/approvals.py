@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from pipeline.auth import authorize
 from pipeline.auth.principal import Principal
 from pipeline.definitions import schemas
-from pipeline.definitions.dsl import ApprovalStep
+from pipeline.definitions.dsl import AgentStep, ApprovalStep
 from pipeline.definitions.registry import workflow_of
 from pipeline.engine import dispatch, evidence, revisions, transitions
 from pipeline.engine.compiler import TOOL_TASK, TURN_TASK
@@ -53,16 +53,16 @@ def park(session: Session, run: RunRow, spec: ApprovalStep) -> Outcome:
     The approval carries what its approvers are shown (:mod:`pipeline.engine.evidence`): the step's summary and
     the run's state, plus — in a later round of a revise loop — what changed since the last round.
     """
-    existing = queries.approval_for_step(session, run.id, spec.name)  # type: ignore[arg-type]
+    existing = queries.approval_for_step(session, run.id, spec.name)
     if existing is None:
         now = utcnow()
         context = run.context if isinstance(run.context, dict) else {}
         state = dict(run.state or {})
-        round_, previous = revisions.current_round(session, run.id, spec.name)  # type: ignore[arg-type]
+        round_, previous = revisions.current_round(session, run.id, spec.name)
         transitions.request_approval(
             session,
             run,
-            step=spec.name,  # type: ignore[arg-type]
+            step=spec.name,
             role=spec.role,  # type: ignore[arg-type]
             reason=spec.reason,
             assignee=spec.assignee,
@@ -74,7 +74,7 @@ def park(session: Session, run: RunRow, spec: ApprovalStep) -> Outcome:
             evidence=evidence.step_evidence(state, round=round_, previous=previous),
         )
     else:
-        transitions.wait_for_approval(session, run, spec.name)  # type: ignore[arg-type]
+        transitions.wait_for_approval(session, run, spec.name)
     return Outcome.PARK
 
 
@@ -159,7 +159,7 @@ def _hooks(runtime: Runtime, run: RunRow, approval: ApprovalRow) -> list[Callabl
     else:
         match = _TOOL_OP.match(approval.step)
         spec = workflow.step_named(match["step"]) if match else None
-        tool = spec.agent.tool_named(approval.tool) if spec is not None and approval.tool else None
+        tool = spec.agent.tool_named(approval.tool) if isinstance(spec, AgentStep) and approval.tool else None
         found.append(getattr(tool, "approvers", None))
     return [hook for hook in found if hook is not None]
 

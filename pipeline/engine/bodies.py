@@ -21,6 +21,7 @@ from pipeline.engine.transitions import diff
 from pipeline.errors import RubotError, StepInputError
 
 if TYPE_CHECKING:
+    from pipeline.definitions.workflow import Workflow
     from pipeline.runtime import Runtime
 
 #: ``starter(runtime, run_id, spec, step_input, task_id=...)`` per step class whose work continues elsewhere.
@@ -56,7 +57,7 @@ def step_input(spec: ToolStep | AgentStep, view: RunView) -> Any:
         raise StepInputError(f"input= of step {spec.name!r} failed before the step ran: {detail}") from exc
 
 
-def run_body(runtime: Runtime, workflow: type, spec: StepSpec, view: RunView, *, task_id: str | None) -> dict:
+def run_body(runtime: Runtime, workflow: type[Workflow], spec: StepSpec, view: RunView, *, task_id: str | None) -> dict:
     if isinstance(spec, ToolStep):
         data = step_input(spec, view)
         user = (view.context or {}).get("user") if isinstance(view.context, dict) else None
@@ -66,6 +67,6 @@ def run_body(runtime: Runtime, workflow: type, spec: StepSpec, view: RunView, *,
         before = copy.deepcopy(view.state)
         returned = spec(workflow(view))
         if returned is not None:
-            view.state[spec.name] = returned  # type: ignore[index]
+            view.state[spec.name] = returned
         return diff(before, view.state, what=f"state written by step {spec.name!r}")
     raise TypeError(f"no body for {spec!r}")

@@ -10,10 +10,16 @@ is the same operation as starting, and messages carry ids only.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
 from pipeline.definitions.dsl import ParallelGroup, StepSpec
+
+if TYPE_CHECKING:
+    from pipeline.definitions.workflow import Workflow
+
 
 STEP_TASK = "rubot.step"
 JOIN_TASK = "rubot.join"
@@ -26,7 +32,7 @@ TOOL_TASK = "rubot.agent_tool"  # chord body of an agent turn's parallel tool ca
 
 
 def segment(
-    app: Celery, workflow: type, run_id: str, done: set[str], *, queue: str
+    app: Celery, workflow: type[Workflow], run_id: str, done: set[str], *, queue: str
 ) -> tuple[Signature | None, list[str]]:
     """The canvas of the next segment of ``run_id`` and the names of the steps it will run.
 
@@ -41,7 +47,7 @@ def segment(
         if in_chord:
             # Chord members must store a result so the join can count them; the join forgets them again.
             sig.set(ignore_result=False)
-        names.append(spec.name)  # type: ignore[arg-type]
+        names.append(spec.name)
         return sig
 
     for unit in workflow.plan():

@@ -43,7 +43,7 @@ def reconcile(
         run = queries.lock_run(s, run_id)
         if run.status != NEEDS_RECONCILIATION:
             raise InvalidRunState(f"run {run_id} is {run.status}, not needs_reconciliation")
-        op_key = (run.error or {}).get("op_key")
+        op_key = str((run.error or {}).get("op_key") or "")
         row = queries.get_effect(s, run_id, op_key) if op_key else None
         if row is None or row.status != CLAIMED:
             raise InvalidRunState(f"run {run_id} has no interrupted operation {op_key!r} to reconcile")
@@ -55,8 +55,11 @@ def reconcile(
                 s, run, op_key, row.kind, {"content": json.dumps(content, sort_keys=True), "is_error": False}, row=row
             )
         else:
-            spec = workflow_of(runtime, run.workflow).step_named(op_key)
-            output = spec.tool.validate_output(result, what=f"reconciled output of step {op_key!r}")
+            spec = workflow_of(runtime, run.workflow).step(op_key)
+            tool = getattr(spec, "tool", None)
+            if tool is None:
+                raise InvalidRunState(f"{op_key!r} is not a tool step; nothing to reconcile")
+            output = tool.validate_output(result, what=f"reconciled output of step {op_key!r}")
             transitions.complete_step(s, run, op_key, row.kind, {"set": {op_key: output}, "unset": []}, row=row)
         transitions.reopen(s, run, "run.reconciled", op_key, by=by, happened=happened, comment=comment)
         seq = run.dispatch_seq

@@ -77,6 +77,7 @@ def execute_step(
         outcome = _prepare_under_lock(runtime, run_id, step_name, spec, starter, task_id, recovered=recovered)
         if outcome is not None:
             return outcome
+    assert spec is not None, "an unknown step is failed under the lock above"
     started_at = utcnow()
     view = RunView(
         id=run.id,

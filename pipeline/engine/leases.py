@@ -41,7 +41,7 @@ class Claim(enum.Enum):
 
 def claim(
     session: Session, run_id: str, op_key: str, kind: str, *, task_id: str | None, lease_seconds: float
-) -> tuple[Claim, EffectRow | None]:
+) -> tuple[Claim, EffectRow]:
     """Try to claim ``op_key`` (in the caller's transaction, with the run row locked)."""
     row = queries.get_effect(session, run_id, op_key)
     now = utcnow()
@@ -81,7 +81,7 @@ def renew(runtime: Runtime, run_id: str, op_key: str) -> bool:
             )
             .values(lease_expires_at=utcnow() + timedelta(seconds=runtime.settings.lease_seconds))
         )
-        return result.rowcount > 0
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 class Beat:

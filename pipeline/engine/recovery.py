@@ -36,6 +36,7 @@ from pipeline.store.tables import (
 )
 
 if TYPE_CHECKING:
+    from pipeline.definitions.workflow import Workflow
     from pipeline.runtime import Runtime
 
 log = logging.getLogger("rubot.recovery")
@@ -150,7 +151,7 @@ def recover(runtime: Runtime, run_id: str, why: str, *, now: datetime | None = N
         dead = [
             r
             for r in queries.effects(s, run_id)
-            if r.status == CLAIMED and r.lease_expires_at is not None and as_utc(r.lease_expires_at) < now
+            if r.status == CLAIMED and (expires := as_utc(r.lease_expires_at)) is not None and expires < now
         ]
         if not dead and queries.live_claims(s, run_id, now):
             return False  # someone is working on it after all
@@ -203,7 +204,7 @@ def settle_dead_claims(runtime: Runtime, *, now: datetime) -> int:
     return len(found)
 
 
-def _uncertain(workflow: type, row: EffectRow) -> bool:
+def _uncertain(workflow: type[Workflow], row: EffectRow) -> bool:
     """Whether re-running ``row``'s work could repeat a side effect that may have happened."""
     if row.kind == "tool":
         spec = workflow.step_named(row.op_key)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, insert, select, text, update
+from sqlalchemy import Connection, String, Table, bindparam, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -647,7 +647,7 @@ def record_step(
     The state is merged in SQL on Postgres (``jsonb ||``; the row lock is held only for that statement) and in
     Python on SQLite (whose write lock the transaction already holds).
     """
-    effects = EffectRow.__table__
+    effects: Table = EffectRow.__table__  # type: ignore[assignment]
     now = utcnow()
     updated = 0
     if claimed:
@@ -655,7 +655,7 @@ def record_step(
             update(effects)
             .where(effects.c.run_id == run_id, effects.c.op_key == step, effects.c.status == CLAIMED)
             .values(status=DONE, result=delta, lease_expires_at=None)
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]
     if not updated:
         s.execute(
             insert(effects).values(
@@ -663,7 +663,7 @@ def record_step(
             )
         )
     status, workflow, user_id = _merge_state(s, run_id, delta, now)
-    events = EventRow.__table__
+    events: Table = EventRow.__table__  # type: ignore[assignment]
     s.execute(
         insert(events).values(
             [
@@ -699,13 +699,14 @@ _PG_MERGE = text(
 
 
 def _merge_state(s: Session, run_id: str, delta: dict[str, Any], now: datetime) -> tuple[str, str, str | None]:
+    row: Any
     if s.get_bind().dialect.name == "postgresql":
         row = s.execute(
             _PG_MERGE,
             {"set": json.dumps(delta["set"]), "unset": list(delta.get("unset", [])), "id": run_id, "now": now},
         ).one_or_none()
     else:
-        runs = RunRow.__table__
+        runs: Table = RunRow.__table__  # type: ignore[assignment]
         current = s.execute(
             select(runs.c.state, runs.c.status, runs.c.workflow, runs.c.user_id).where(runs.c.id == run_id)
         ).one_or_none()

@@ -40,6 +40,8 @@ from pipeline.store import queries
 from pipeline.store.tables import DONE, RUNNING, EffectRow
 
 if TYPE_CHECKING:
+    from pipeline.definitions.agent import Agent
+    from pipeline.definitions.workflow import Workflow
     from pipeline.runtime import Runtime
 
 log = logging.getLogger("rubot.agent")
@@ -112,7 +114,7 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
         workflow = workflow_of(runtime, run.workflow)
-        spec = workflow.step_named(step)
+        spec = workflow.agent_step(step)
         agent = spec.agent
         ledger = queries.effects_under(s, run_id, f"{step}/")
         step_done = queries.get_effect(s, run_id, step) is not None
@@ -161,7 +163,7 @@ def run_turn(runtime: Runtime, run_id: str, step: str, n: int, *, task_id: str |
 
 
 def _call_model(
-    runtime: Runtime, run_id: str, workflow: str, step: str, n: int, agent: type, call: _Call
+    runtime: Runtime, run_id: str, workflow: str, step: str, n: int, agent: type[Agent], call: _Call
 ) -> ModelResponse:
     request, op = call.request, turn_op(step, n)
     started = time.monotonic()
@@ -201,7 +203,7 @@ def _claim_turn(
     runtime: Runtime,
     s: Any,
     run: Any,
-    agent: type,
+    agent: type[Agent],
     ledger: dict[str, EffectRow],
     step: str,
     n: int,
@@ -243,7 +245,7 @@ def _missing_tool_results(ledger: dict[str, EffectRow], step: str, n: int) -> bo
 
 
 def _budget_exceeded(
-    session: Any, run: Any, workflow: type, agent: type, step: str, ledger: dict[str, EffectRow]
+    session: Any, run: Any, workflow: type[Workflow], agent: type[Agent], step: str, ledger: dict[str, EffectRow]
 ) -> budgets.Exceeded | None:
     turns = [r for k, r in ledger.items() if r.kind == "model_turn" and r.status == DONE and "/tool-" not in k]
     charged = [r for r in ledger.values() if r.kind in CHARGE_KINDS and r.status == DONE]
@@ -308,7 +310,7 @@ def after_turn(
 
 
 def _reject_answer(
-    runtime: Runtime, run_id: str, step: str, n: int, call_id: str, exc: InvalidAgentOutput, agent: type
+    runtime: Runtime, run_id: str, step: str, n: int, call_id: str, exc: InvalidAgentOutput, agent: type[Agent]
 ) -> bool:
     """Record the invalid answer as an error result for the model; True if the step failed for good."""
     content = (
@@ -332,7 +334,7 @@ def _reject_answer(
 
 
 def _count_attempt(
-    runtime: Runtime, run_id: str, step: str, n: int, agent: type, *, error: InvalidAgentOutput | None = None
+    runtime: Runtime, run_id: str, step: str, n: int, agent: type[Agent], *, error: InvalidAgentOutput | None = None
 ) -> bool:
     """Count a turn that did not give a valid answer; fail the step after ``max_output_retries`` of them."""
     with runtime.db.transaction() as s:

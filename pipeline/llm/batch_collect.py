@@ -102,7 +102,7 @@ def _settle(runtime: Runtime, run_id: str, op_key: str, results: dict[str, Batch
         row = queries.get_effect(s, run_id, op_key)
         if row is None or row.status != CLAIMED:
             return None  # settled by an earlier (or concurrent) collect
-        spec = workflow_of(runtime, run.workflow).step_named(step)
+        spec = workflow_of(runtime, run.workflow).agent_step(step)
         item = results.get(str((row.result or {}).get("custom_id")))
         if item is None:
             item = BatchItem("", ERRORED, error={"type": "api_error", "message": "no result for this request"})

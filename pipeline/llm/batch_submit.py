@@ -33,6 +33,7 @@ from pipeline.store import queries
 from pipeline.store.tables import CLAIMED, EffectRow, RunRow, utcnow
 
 if TYPE_CHECKING:
+    from pipeline.definitions.agent import Agent
     from pipeline.runtime import Runtime
 
 KIND = "batch_request"
@@ -67,7 +68,7 @@ class Submission:
     request: ModelRequest
     step: str
     n: int
-    agent: type
+    agent: type[Agent]
     lost: list[str]
 
 
@@ -75,7 +76,7 @@ def prepare(
     runtime: Runtime,
     s: Session,
     run: RunRow,
-    agent: type,
+    agent: type[Agent],
     ledger: dict[str, EffectRow],
     step: str,
     n: int,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pipeline.definitions.dsl import AgentStep
 from pipeline.engine import recovery, transitions
 from pipeline.errors import UnpricedModel
 from pipeline.llm import pricing, requests
@@ -35,6 +36,8 @@ from pipeline.store import queries
 from pipeline.store.tables import DONE, EffectRow, RunRow
 
 if TYPE_CHECKING:
+    from pipeline.definitions.agent import Agent
+    from pipeline.definitions.workflow import Workflow
     from pipeline.runtime import Runtime
 
 log = logging.getLogger("rubot.charges")
@@ -54,7 +57,7 @@ def attempts_of(row: EffectRow | None) -> list[str]:
 # --- before a request -----------------------------------------------------------------------------------------
 
 
-def refuse_unpriced(runtime: Runtime, s: Session, run: RunRow, step: str, agent: type) -> bool:
+def refuse_unpriced(runtime: Runtime, s: Session, run: RunRow, step: str, agent: type[Agent]) -> bool:
     """Fail the run (True) when the agent's model has no price, before anything is sent to the provider."""
     if not getattr(runtime.model, "bills_requests", True):
         return False  # the offline model: no request costs anything
@@ -83,7 +86,7 @@ def record_turn(
     run_id: str,
     step: str,
     n: int,
-    agent: type,
+    agent: type[Agent],
     response: ModelResponse,
     duration: float | None,
     *,
@@ -110,7 +113,7 @@ def record_response(
     *,
     step: str,
     n: int,
-    agent: type,
+    agent: type[Agent],
     response: ModelResponse,
     cost: int,
     batch: bool,
@@ -174,7 +177,7 @@ def record_lost(
     run_id: str,
     step: str,
     n: int,
-    agent: type,
+    agent: type[Agent],
     request: ModelRequest,
     attempts: list[str],
     *,
@@ -218,7 +221,7 @@ def charge_estimate(
     *,
     step: str,
     n: int,
-    agent: type,
+    agent: type[Agent],
     model: str,
     batch: bool,
     why: str,
@@ -253,14 +256,14 @@ def _price_or_dearest(model: str, prices: Any) -> pricing.ModelPrice:
 # --- the sweeper's share ------------------------------------------------------------------------------------------
 
 
-def swept_claim(runtime: Runtime, s: Session, run: RunRow, workflow: type, row: EffectRow) -> None:
+def swept_claim(runtime: Runtime, s: Session, run: RunRow, workflow: type[Workflow], row: EffectRow) -> None:
     """A dead turn claim found by the sweeper (which holds the run's lock): charge its attempts with the local upper
     bound — no request is made while the lock is held — before the claim is dropped and the run dispatched again."""
     batch = row.kind == "batch_request"
     turn_key = row.op_key.rsplit("/", 1)[0] if batch else row.op_key
     step, _, number = turn_key.rpartition("/turn-")
     spec = workflow.step_named(step)
-    if spec is None or not number.isdigit():
+    if not isinstance(spec, AgentStep) or not number.isdigit():
         return
     attempts = attempts_of(row)
     if batch and (row.result or {}).get("custom_id"):

@@ -16,6 +16,7 @@ from pipeline.models.caching import CachePolicy, minimum_for
 from pipeline.store.tables import EffectRow
 
 if TYPE_CHECKING:
+    from pipeline.definitions.agent import Agent
     from pipeline.runtime import Runtime
 
 NUDGE = "Answer by calling the final_answer tool with fields matching its schema."
@@ -25,12 +26,12 @@ def turn_op(step: str, n: int) -> str:
     return f"{step}/turn-{n}"
 
 
-def model_of(runtime: Runtime, agent: type) -> str:
+def model_of(runtime: Runtime, agent: type[Agent]) -> str:
     """The model an agent's turns ask for."""
     return agent.model or runtime.settings.default_model
 
 
-def cache_policy(runtime: Runtime, agent: type) -> CachePolicy:
+def cache_policy(runtime: Runtime, agent: type[Agent]) -> CachePolicy:
     model = model_of(runtime, agent)
     return CachePolicy(
         mode=agent.prompt_caching,
@@ -39,7 +40,7 @@ def cache_policy(runtime: Runtime, agent: type) -> CachePolicy:
     )
 
 
-def tool_definitions(agent: type) -> list[dict[str, Any]]:
+def tool_definitions(agent: type[Agent]) -> list[dict[str, Any]]:
     # Built from the agent class only (developer-written descriptions and schemas): this is the prefix shared by
     # every run of the agent, so nothing of a run's input may be interpolated here (see pipeline.models.caching).
     tools = [
@@ -68,7 +69,9 @@ def tool_definitions(agent: type) -> list[dict[str, Any]]:
     return tools
 
 
-def build_request(runtime: Runtime, agent: type, ledger: dict[str, EffectRow], step: str, n: int) -> ModelRequest:
+def build_request(
+    runtime: Runtime, agent: type[Agent], ledger: dict[str, EffectRow], step: str, n: int
+) -> ModelRequest:
     return ModelRequest(
         model=model_of(runtime, agent),
         system=agent.instructions,  # the class attribute: developer text, never run data

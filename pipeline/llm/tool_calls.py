@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.definitions.tool import ToolContext
+from pipeline.definitions.tool import Tool, ToolContext
 from pipeline.engine import compiler, evidence, leases, recovery, transitions
 from pipeline.engine.leases import Claim
 from pipeline.errors import InvalidToolInput, RubotError, ToolTimeout
@@ -39,6 +39,8 @@ from pipeline.store.tables import (
 )
 
 if TYPE_CHECKING:
+    from pipeline.definitions.agent import Agent
+    from pipeline.definitions.workflow import Workflow
     from pipeline.runtime import Runtime
 
 log = logging.getLogger("rubot.tools")
@@ -83,8 +85,8 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
             queries.add_event(s, run_id, "tool.skipped", step, op_key=op, status=run.status)
             return True
         workflow = workflow_of(runtime, run.workflow)
-        agent = workflow.step_named(step).agent
-        turn = ModelResponse.from_json(queries.get_effect(s, run_id, f"{step}/turn-{n}").result)
+        agent = workflow.agent_step(step).agent
+        turn = ModelResponse.from_json(queries.effect(s, run_id, f"{step}/turn-{n}").result)
         call = next(c for c in turn.tool_calls if c.id == call_id)
         user = (run.context or {}).get("user") if isinstance(run.context, dict) else None
         if existing is not None and existing.status == CLAIMED:
@@ -114,14 +116,16 @@ def run_tool_call(runtime: Runtime, run_id: str, step: str, n: int, call_id: str
                 return False
         if tool_cls.side_effects:
             # Claimed (with a lease) before the effect, so no other delivery can run it while this one lives.
-            leases.claim(s, run_id, op, "tool_call", task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
-            queries.get_effect(s, run_id, op).result = {"tool": call.name}
+            _, claimed = leases.claim(
+                s, run_id, op, "tool_call", task_id=task_id, lease_seconds=runtime.settings.lease_seconds
+            )
+            claimed.result = {"tool": call.name}
             queries.add_event(s, run_id, "tool.claimed", step, op_key=op, tool=call.name)
 
     return _run_claimed(runtime, run_id, op, call, tool, agent)
 
 
-def _run_claimed(runtime: Runtime, run_id: str, op: str, call: ToolCall, tool: Any, agent: type) -> bool:
+def _run_claimed(runtime: Runtime, run_id: str, op: str, call: ToolCall, tool: Any, agent: type[Agent]) -> bool:
     with leases.heartbeat(runtime, run_id, op):
         try:
             content, is_error, event, output = _execute(tool, call)
@@ -159,7 +163,9 @@ def _run_claimed(runtime: Runtime, run_id: str, op: str, call: ToolCall, tool: A
     return True
 
 
-def _interrupted(runtime: Runtime, s: Any, run: Any, agent: type, op: str, call: ToolCall, task_id: str | None) -> str:
+def _interrupted(
+    runtime: Runtime, s: Any, run: Any, agent: type[Agent], op: str, call: ToolCall, task_id: str | None
+) -> str:
     """A side-effecting call is claimed: "held" (its holder lives), "set_aside" or "retry" (idempotent)."""
     claim, _ = leases.claim(s, run.id, op, "tool_call", task_id=task_id, lease_seconds=runtime.settings.lease_seconds)
     if claim is Claim.HELD:
@@ -175,7 +181,15 @@ def _interrupted(runtime: Runtime, s: Any, run: Any, agent: type, op: str, call:
 
 
 def _screen(
-    s: Any, run: Any, workflow: type, agent: type, step: str, n: int, call: ToolCall, tool_cls: type | None, user: Any
+    s: Any,
+    run: Any,
+    workflow: type[Workflow],
+    agent: type[Agent],
+    step: str,
+    n: int,
+    call: ToolCall,
+    tool_cls: type[Tool] | None,
+    user: Any,
 ) -> Answer | None:
     """The checks that answer a call without running it, in order."""
     if tool_cls is None:
@@ -223,7 +237,7 @@ def _seen_before(s: Any, run_id: str, step: str, n: int, call: ToolCall) -> bool
 
 
 def _approval_gate(
-    s: Any, run: Any, op: str, call: ToolCall, tool_cls: type, reason: str, *, model_reason: str
+    s: Any, run: Any, op: str, call: ToolCall, tool_cls: type[Tool], reason: str, *, model_reason: str
 ) -> Answer | bool | None:
     """Park for a person (True), refuse (an Answer), or let an approved call through (None).
 

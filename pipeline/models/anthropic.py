@@ -65,7 +65,7 @@ class AnthropicModel:
 
     def submit_batch(self, requests: list[tuple[str, ModelRequest]]) -> BatchInfo:
         """Create a batch of ``(custom_id, request)`` pairs."""
-        entries = [{"custom_id": cid, "params": self.request_params(request)} for cid, request in requests]
+        entries: list[Any] = [{"custom_id": cid, "params": self.request_params(request)} for cid, request in requests]
         return _batch_info(self._call(lambda: self._client.messages.batches.create(requests=entries)))
 
     def batch_info(self, batch_id: str) -> BatchInfo:
@@ -81,7 +81,7 @@ class AnthropicModel:
             items = []
             for line in self._client.messages.batches.results(batch_id):
                 result = line.result
-                if result.type == SUCCEEDED:
+                if result.type == "succeeded":
                     items.append(BatchItem(line.custom_id, SUCCEEDED, response=self.response(result.message)))
                 else:
                     error = getattr(result, "error", None)

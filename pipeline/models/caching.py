@@ -97,7 +97,7 @@ def shape(
     """
     policy = policy or CachePolicy(mode="prefix")
     definitions = [_tool_definition(tool) for tool in tools]
-    system_blocks = [{"type": "text", "text": system}] if system else None
+    system_blocks: list[dict[str, Any]] | None = [{"type": "text", "text": system}] if system else None
     if policy.mode == "off":
         return Shaped(system_blocks, definitions, messages, ())
     if policy.mode == "prefix":

@@ -83,7 +83,12 @@ class Planner:
                 ids.append(row.id)
         if ids and self.dispatch is not None:
             dispatch = self.dispatch
-            on_commit(s, lambda: [dispatch(i) for i in ids])
+
+            def send() -> None:
+                for notification_id in ids:
+                    dispatch(notification_id)
+
+            on_commit(s, send)
         return ids
 
 

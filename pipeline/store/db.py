@@ -155,7 +155,7 @@ class Database:
 
 def _sqlite_immediate(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # let us emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -164,7 +164,7 @@ def _sqlite_immediate(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(conn):  # type: ignore[no-untyped-def]
+    def _begin(conn):
         # Writers take SQLite's write lock up front (two workers merging into one run must not both read the
         # old state); readers do not, so a read never waits for a writer (WAL) nor blocks one.
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("rubot_read_only") else "BEGIN IMMEDIATE")

@@ -53,6 +53,14 @@ def add_event(session: Session, run_id: str, type: str, step: str | None = None,
     session.add(EventRow(run_id=run_id, type=type, step=step, data=redact(data) if data else None, created_at=utcnow()))
 
 
+def effect(session: Session, run_id: str, op_key: str) -> EffectRow:
+    """The ledger row that must exist (a recorded turn a tool call belongs to, say)."""
+    found = get_effect(session, run_id, op_key)
+    if found is None:
+        raise LookupError(f"run {run_id} has no ledger entry {op_key!r}")
+    return found
+
+
 def get_effect(session: Session, run_id: str, op_key: str) -> EffectRow | None:
     return session.execute(
         select(EffectRow).where(EffectRow.run_id == run_id, EffectRow.op_key == op_key)

@@ -143,8 +143,9 @@ class PromptCache:
                     written += stretch
                     one_hour += stretch if blocks[i].ttl == "1h" else 0
                     start = i
-                    if i in writable:
-                        self._entries[blocks[i].digest] = (now + TTL_SECONDS[blocks[i].ttl], blocks[i].ttl)
+                    ttl = blocks[i].ttl
+                    if i in writable and ttl is not None:
+                        self._entries[blocks[i].digest] = (now + TTL_SECONDS[ttl], ttl)
         return Usage(
             input_tokens=total - read - written,
             output_tokens=output_tokens,

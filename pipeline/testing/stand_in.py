@@ -112,7 +112,7 @@ class MessagesStandIn:
     def url(self) -> str:
         """The ``base_url`` to give the SDK."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def add(self, *entries: ScriptEntry) -> None:
         """Append entries to the script (e.g. between the turns of a test)."""
