@@ -1,0 +1,152 @@
+"""Durable Operations: the routing runs in a worker as a parent run that launches and awaits its children.
+
+In-process workers on both stacks for routing itself; ``celery worker`` subprocesses on Redis + Postgres for the
+crashes: a caller SIGKILLed right after ``enqueue`` and a worker SIGKILLed between the two legs.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import pipeline
+from tests import operation_workflows as ow
+from tests.conftest import eventually, sink_lines
+from tests.stacks import ROOT
+from tests.test_faults import sweep_until
+
+
+def _legs(sink, kind: str) -> list[str]:
+    return [line for line in sink_lines(sink) if line.startswith(f"{kind} ")]
+
+
+def test_a_failed_review_is_routed_to_the_failure_branch_not_a_type_error(stack, sink):
+    # Given a review leg that fails
+    # When the operation is launched (waiting, as pipeline.run does)
+    run = ow.ReviewThenAct.launch(input={"sink": str(sink), "fail": True}, timeout=60)
+
+    # Then the routing took its failure branch: the remedy leg ran and is what launch returns
+    assert run.workflow == "RemedyLeg", run.error
+    assert run.status == "completed", run.error
+    assert run.output == {"remedied": "step_failed"}
+    parent = pipeline.get_run(run.parent_run_id)
+    assert parent.workflow == "ReviewThenAct"
+    assert parent.status == "completed", parent.error
+    assert [(c.workflow, c.status) for c in parent.children] == [("ReviewLeg", "failed"), ("RemedyLeg", "completed")]
+    assert all(c.parent_run_id == parent.id for c in parent.children)
+    assert len(_legs(sink, "review")) == 1 and len(_legs(sink, "remedy")) == 1 and _legs(sink, "act") == []
+
+
+def test_enqueue_returns_the_parked_parent_at_once_and_both_legs_run_in_the_worker(stack, sink):
+    # When the operation is enqueued
+    parent = ow.ReviewThenAct.enqueue({"sink": str(sink)})
+
+    # Then the caller gets the operation's run at once; the worker runs both legs and completes it
+    assert parent.status in ("queued", "running") and parent.workflow == "ReviewThenAct"
+    parent = pipeline.wait(parent, timeout=60)
+    assert parent.status == "completed", parent.error
+    act = parent.children[-1]
+    assert parent.output == {"run_id": act.id, "workflow": "ActLeg", "status": "completed"}
+    assert [c.workflow for c in parent.children] == ["ReviewLeg", "ActLeg"]
+    events = [e.type for e in parent.events]
+    assert events.count("operation.child_launched") == 2
+    assert "run.waiting_for_child" in events and "run.resumed" in events
+    assert len(_legs(sink, "review")) == 1 and len(_legs(sink, "act")) == 1
+
+
+def test_routing_that_returns_a_value_completes_the_operation_run_with_it(stack, sink):
+    run = ow.ReturnsValue.launch({"sink": str(sink)}, timeout=60)
+    assert run.workflow == "ReturnsValue"
+    assert run.status == "completed", run.error
+    assert run.output == {"review_status": "completed", "children": 1}
+
+
+def test_trigger_starts_an_operation_by_an_entry_point(stack, sink):
+    parent = pipeline.trigger("review_then_act", {"sink": str(sink)})
+    assert parent.workflow == "ReviewThenAct"
+    assert pipeline.wait(parent, timeout=60).status == "completed"
+
+
+# --- crashes, on Redis + Postgres with real ``celery worker`` processes -----------------------------------------
+
+CALLER = """
+import os, signal, sys
+import rubot_app.tasks.app  # builds this deployment's Celery app from RUBOT_* and installs its runtime
+from tests import operation_workflows as ow
+
+run = ow.ReviewThenAct.enqueue({"sink": sys.argv[1]})
+print(run.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # the caller dies the moment enqueue has returned
+"""
+
+
+def test_a_caller_sigkilled_right_after_enqueue_still_gets_both_legs_run(production, sink):
+    worker = production.start_worker_process()
+    try:
+        # Given a caller process that enqueues the operation and is SIGKILLed right after enqueue returns
+        caller = subprocess.run(
+            [sys.executable, "-c", CALLER, str(sink)],
+            cwd=ROOT,
+            env=production.subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert caller.returncode == -signal.SIGKILL, caller.stderr[-3000:]
+        parent_id = caller.stdout.split()[0]
+
+        # Then the worker runs both legs to completion without it
+        parent = pipeline.wait(parent_id, timeout=60)
+    finally:
+        worker.stop()
+    assert parent.status == "completed", parent.error
+    assert [(c.workflow, c.status) for c in parent.children] == [("ReviewLeg", "completed"), ("ActLeg", "completed")]
+    assert parent.output["workflow"] == "ActLeg"
+    assert len(_legs(sink, "review")) == 1 and len(_legs(sink, "act")) == 1
+
+
+@pytest.fixture
+def faulty(production, sink):
+    """Short leases and visibility timeout, for the worker processes and for the sweeper this test runs."""
+    production.env.update({"RUBOT_LEASE_SECONDS": "2", "RUBOT_VISIBILITY_TIMEOUT": "4"})
+    production.runtime.settings = replace(production.runtime.settings, lease_seconds=2.0)
+    return production
+
+
+@pytest.mark.parametrize("where", ["before_second", "after_second_launched"])
+def test_killing_the_worker_between_legs_yields_exactly_one_second_leg(faulty, sink, tmp_path, where):
+    pause = tmp_path / "pause"
+    pause.touch()
+    worker = faulty.start_worker_process(concurrency=2)
+    try:
+        # Given an operation whose review leg completed and whose routing is paused between the legs
+        parent = ow.ReviewThenAct.enqueue({"sink": str(sink), "pause": str(pause), "pause_at": where})
+        eventually(lambda: Path(f"{pause}.reached").exists(), timeout=60, what="the routing to reach the pause")
+
+        # When the worker is SIGKILLed there and another one starts (beat's sweeper doing its rounds)
+        worker.kill()
+        pause.unlink()
+        worker = faulty.start_worker_process(concurrency=2)
+        parent = sweep_until(faulty, lambda: _rested(parent.id), timeout=90, what="the operation to complete")
+    finally:
+        worker.stop()
+
+    # Then the operation completed with exactly one second-leg child, whose step ran for that child only
+    assert parent.status == "completed", parent.error
+    children = parent.children
+    assert [c.workflow for c in children] == ["ReviewLeg", "ActLeg"]
+    act = children[1]
+    assert act.status == "completed" and parent.output["run_id"] == act.id
+    assert {line.split()[1] for line in _legs(sink, "act")} == {act.id}
+    assert len(_legs(sink, "review")) == 1
+    assert sorted(e.op_key for e in parent.effects if e.kind == "child_run") == ["route/child-1", "route/child-2"]
+
+
+def _rested(run_id: str):
+    run = pipeline.get_run(run_id)
+    return run if run.status in ("completed", "failed", "cancelled") else None
