@@ -6,6 +6,8 @@ crashes: a caller SIGKILLed right after ``enqueue`` and a worker SIGKILLed betwe
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -13,12 +15,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import pipeline
+from pipeline.errors import UnknownOperationError
+from pipeline.web import create_app
+from rubot_app.agents.conference_travel import ConferenceTravelApprovalOperation
+from rubot_app.scripts import cli
 from tests import operation_workflows as ow
+from tests import webkit
 from tests.conftest import eventually, sink_lines
 from tests.stacks import ROOT
 from tests.test_faults import sweep_until
+from tests.webkit import proxy_authenticator
 
 
 def _legs(sink, kind: str) -> list[str]:
@@ -40,6 +49,23 @@ def test_a_failed_review_is_routed_to_the_failure_branch_not_a_type_error(stack,
     assert [(c.workflow, c.status) for c in parent.children] == [("ReviewLeg", "failed"), ("RemedyLeg", "completed")]
     assert all(c.parent_run_id == parent.id for c in parent.children)
     assert len(_legs(sink, "review")) == 1 and len(_legs(sink, "remedy")) == 1 and _legs(sink, "act") == []
+
+
+def test_the_reference_operation_returns_a_failed_review_instead_of_raising(stack):
+    # Given an employee with no travel policy: the review's first tool fails
+    travel = {
+        "employee_id": "emp_unknown",
+        "conference_name": "Rails World",
+        "conference_url": "https://rubyonrails.org/world",
+        "estimated_cost_cents": 132_500,
+    }
+
+    # When the operation is launched, Then the failed review is what it returns (no TypeError anywhere)
+    run = ConferenceTravelApprovalOperation.launch(input=travel, timeout=60)
+    assert (run.workflow, run.status) == ("ConferenceTravelReviewWorkflow", "failed")
+    assert "No travel policy found" in run.error["message"]
+    parent = pipeline.get_run(run.parent_run_id)
+    assert parent.status == "completed" and [c.id for c in parent.children] == [run.id]
 
 
 def test_enqueue_returns_the_parked_parent_at_once_and_both_legs_run_in_the_worker(stack, sink):
@@ -72,12 +98,45 @@ def test_trigger_starts_an_operation_by_an_entry_point(stack, sink):
     assert pipeline.wait(parent, timeout=60).status == "completed"
 
 
+def test_an_unknown_operation_name_is_a_clear_error(stack):
+    with pytest.raises(UnknownOperationError, match="no operation named 'nope'.*review_then_act"):
+        pipeline.trigger("nope", {})
+    result = CliRunner().invoke(cli.main, ["launch-operation", "nope"])
+    assert result.exit_code == 2 and "no operation named 'nope'" in result.stderr and "Traceback" not in result.output
+
+
+def test_launch_operation_and_show_link_parent_and_children_in_the_cli_and_the_console(stack, sink):
+    # When the operation is launched from the command line by an entry point, waiting
+    result = CliRunner().invoke(
+        cli.main, ["launch-operation", "tests.review-then-act", "--input", json.dumps({"sink": str(sink)}), "--wait"]
+    )
+    assert result.exit_code == 0, result.output
+    parent_id = result.stdout.split()[1]
+    parent = pipeline.get_run(parent_id)
+    review, act = parent.children
+    assert f"it returned {act.id} (ActLeg), completed." in result.stdout
+
+    # Then `rubot show` lists the children of the operation's run and names the parent of a child
+    shown = CliRunner().invoke(cli.main, ["show", parent_id]).stdout
+    children = shown.split("children:")[1].split("ledger:")[0]
+    assert re.search(rf"{review.id}\s+ReviewLeg\s+completed", children), children
+    assert re.search(rf"{act.id}\s+ActLeg\s+completed", children), children
+    assert re.search(rf"^parent\s+{parent_id}$", CliRunner().invoke(cli.main, ["show", act.id]).stdout, re.M)
+
+    # And the console links both ways
+    client = create_app(stack.runtime, secret_key=webkit.SECRET_KEY, authenticator=proxy_authenticator()).test_client()
+    page = client.get(f"/runs/{parent_id}").get_data(as_text=True)
+    assert f'href="/runs/{review.id}"' in page and f'href="/runs/{act.id}"' in page
+    assert f'href="/runs/{parent_id}"' in client.get(f"/runs/{act.id}").get_data(as_text=True)
+
+
 # --- crashes, on Redis + Postgres with real ``celery worker`` processes -----------------------------------------
 
 CALLER = """
 import os, signal, sys
 import rubot_app.tasks.app  # builds this deployment's Celery app from RUBOT_* and installs its runtime
 from tests import operation_workflows as ow
+from tests import webkit
 
 run = ow.ReviewThenAct.enqueue({"sink": sys.argv[1]})
 print(run.id, flush=True)
