@@ -74,3 +74,24 @@ class ReturnsValue(Operation):
     def launch(cls, input, subject=None, context=None):
         review = pipeline.run(ReviewLeg, input=input)
         return {"review_status": review.status, "children": 1}
+
+
+class HeldLeg(Workflow):
+    """A leg that stays running while the file named ``hold`` exists (bounded): its parent parks meanwhile."""
+
+    @step
+    def hold(self):
+        hold = Path(self.run.input["hold"])
+        Path(f"{hold}.reached").touch()
+        deadline = time.monotonic() + 60
+        while hold.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _note(self.run.input["sink"], f"held {self.run.id}")
+        return {"held": True}
+
+
+class WaitsForHeld(Operation):
+    @classmethod
+    def launch(cls, input, subject=None, context=None):
+        held = pipeline.run(HeldLeg, input=input)
+        return pipeline.run(ActLeg, input={"sink": input["sink"], "verdict": held.status})

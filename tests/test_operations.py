@@ -85,6 +85,31 @@ def test_enqueue_returns_the_parked_parent_at_once_and_both_legs_run_in_the_work
     assert len(_legs(sink, "review")) == 1 and len(_legs(sink, "act")) == 1
 
 
+def test_the_parent_parks_while_its_child_runs_and_a_cancelled_parent_launches_nothing_more(stack, sink, tmp_path):
+    # Given an operation whose first child stays running
+    hold = tmp_path / "hold"
+    hold.touch()
+    parent = ow.WaitsForHeld.enqueue({"sink": str(sink), "hold": str(hold)})
+    eventually(lambda: Path(f"{hold}.reached").exists(), timeout=60, what="the child to start")
+
+    # Then the operation's run parks, waiting for that child (holding nothing but rows)
+    eventually(lambda: pipeline.get_run(parent.id).status == "waiting_for_child", timeout=60, what="the park")
+    parent = pipeline.get_run(parent.id)
+    (child,) = parent.children
+    parked = [e for e in parent.events if e.type == "run.waiting_for_child"]
+    assert parked[-1].data["child_run_id"] == child.id and parked[-1].step == "route"
+
+    # When the parent is cancelled and the child then completes
+    parent.cancel(by="ops@example.com", reason="not needed")
+    hold.unlink()
+    assert pipeline.wait(child, timeout=60).status == "completed"
+
+    # Then the cancelled parent stays cancelled and launches no second leg
+    parent = pipeline.get_run(parent.id)
+    assert parent.status == "cancelled" and [c.id for c in parent.children] == [child.id]
+    assert _legs(sink, "held") == [f"held {child.id}"] and _legs(sink, "act") == []
+
+
 def test_routing_that_returns_a_value_completes_the_operation_run_with_it(stack, sink):
     run = ow.ReturnsValue.launch({"sink": str(sink)}, timeout=60)
     assert run.workflow == "ReturnsValue"
