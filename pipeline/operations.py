@@ -121,15 +121,15 @@ class ChildRouter:
         context = schemas.to_json(context if context is not None else self.parent_context or {}, what="run context")
         subject = schemas.to_json(subject, what="run subject")
         child_id = queries.new_id("run")
+        send = None
         try:
             with rt.db.transaction() as s:
                 parent = queries.lock_run(s, self.parent_id)
-                if parent.status != RUNNING:
-                    raise _Stop
-                transitions.launch_child(s, parent, op_key, child_id, cls.name)
-                send = api.insert_run(
-                    s, rt, cls, child_id, data, subject=subject, context=context, parent_run_id=parent.id
-                )
+                if parent.status == RUNNING:  # else cancelled or failed meanwhile: launch nothing more
+                    transitions.launch_child(s, parent, op_key, child_id, cls.name)
+                    send = api.insert_run(
+                        s, rt, cls, child_id, data, subject=subject, context=context, parent_run_id=parent.id
+                    )
         except IntegrityError:
             # Another execution of this routing (a duplicated delivery) recorded this launch first: its child stands.
             with rt.db.transaction() as s:
@@ -138,6 +138,8 @@ class ChildRouter:
             if result is None:
                 raise
             return self._recorded(op_key, result, cls.name)
+        if send is None:
+            raise _Stop
         send()
         return self._get(child_id)
 

@@ -73,7 +73,7 @@ def test_enqueue_returns_the_parked_parent_at_once_and_both_legs_run_in_the_work
     parent = ow.ReviewThenAct.enqueue({"sink": str(sink)})
 
     # Then the caller gets the operation's run at once; the worker runs both legs and completes it
-    assert parent.status in ("queued", "running") and parent.workflow == "ReviewThenAct"
+    assert parent.workflow == "ReviewThenAct" and parent.parent_run_id is None
     parent = pipeline.wait(parent, timeout=60)
     assert parent.status == "completed", parent.error
     act = parent.children[-1]
@@ -81,7 +81,7 @@ def test_enqueue_returns_the_parked_parent_at_once_and_both_legs_run_in_the_work
     assert [c.workflow for c in parent.children] == ["ReviewLeg", "ActLeg"]
     events = [e.type for e in parent.events]
     assert events.count("operation.child_launched") == 2
-    assert "run.waiting_for_child" in events and "run.resumed" in events
+    # (whether the parent parked for the review depends on who was quicker; the park has its own test below)
     assert len(_legs(sink, "review")) == 1 and len(_legs(sink, "act")) == 1
 
 
