@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 import pipeline
 from pipeline.errors import UnknownOperationError
+from pipeline.handles import RunHandle, send_launch
 from pipeline.web import create_app
 from rubot_app.agents.conference_travel import ConferenceTravelApprovalOperation
 from rubot_app.scripts import cli
@@ -121,6 +122,14 @@ def test_trigger_starts_an_operation_by_an_entry_point(stack, sink):
     parent = pipeline.trigger("review_then_act", {"sink": str(sink)})
     assert parent.workflow == "ReviewThenAct"
     assert pipeline.wait(parent, timeout=60).status == "completed"
+
+
+def test_a_host_launches_an_operation_by_name_through_rubot_launch(stack, sink):
+    # A host process sends rubot.launch with the operation's name, as for a workflow: the operation's run starts
+    run_id = send_launch(stack.app, "ReviewThenAct", {"sink": str(sink)}, queue=stack.settings.queue)
+    parent = RunHandle(run_id, "ReviewThenAct").wait(timeout=60)
+    assert parent.status == "completed", parent.error
+    assert [c.workflow for c in parent.children] == ["ReviewLeg", "ActLeg"]
 
 
 def test_an_unknown_operation_name_is_a_clear_error(stack):
