@@ -18,7 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 import pipeline
-from pipeline.errors import UnknownOperationError
+from pipeline import Operation
+from pipeline.definitions import registry
+from pipeline.errors import DefinitionError, UnknownOperationError
 from pipeline.handles import RunHandle, send_launch
 from pipeline.web import create_app
 from rubot_app.agents.conference_travel import ConferenceTravelApprovalOperation
@@ -29,6 +31,34 @@ from tests.conftest import eventually, sink_lines
 from tests.stacks import ROOT
 from tests.test_faults import sweep_until
 from tests.webkit import proxy_authenticator
+
+
+def test_malformed_operations_fail_at_class_creation_with_a_clear_message():
+    with pytest.raises(DefinitionError, match="must define launch"):
+
+        class NoRouting(Operation):
+            pass
+
+    with pytest.raises(DefinitionError, match="launch must be a @classmethod"):
+
+        class PlainMethod(Operation):
+            def launch(self, input):
+                return None
+
+    with pytest.raises(DefinitionError, match="entry_points must be a tuple of names"):
+
+        class OneString(Operation):
+            entry_points = "just-a-string"
+
+            @classmethod
+            def launch(cls, input, subject=None, context=None):
+                return None
+
+
+def test_an_operation_is_a_workflow_of_one_routing_step_registered_under_its_name():
+    assert registry.workflow("ReviewThenAct") is ow.ReviewThenAct.workflow
+    assert [s.name for s in ow.ReviewThenAct.workflow.steps()] == ["route"]
+    assert registry.operations.get("tests.review-then-act") is ow.ReviewThenAct
 
 
 def _legs(sink, kind: str) -> list[str]:
