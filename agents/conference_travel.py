@@ -1,4 +1,5 @@
-"""The conference-travel reference app: the workflows and operation of DESIGN.md §3, as written there.
+"""The conference-travel reference app: the workflows and operation of DESIGN.md §3, as written there (the
+operation also routes a failed review: it returns that run instead of reading an output it does not have).
 
 Tools live in :mod:`tools.travel_policy` and :mod:`tools.website`, the review agent in
 :mod:`agents.conference_review`. Workers import this module (``RUBOT_WORKFLOW_MODULES``) to find the
@@ -87,6 +88,8 @@ class ConferenceTravelApprovalOperation(Operation):
     @classmethod
     def launch(cls, input, subject=None, context=None):
         review_run = pipeline.run(ConferenceTravelReviewWorkflow, input=input, subject=subject, context=context)
+        if review_run.status != "completed":  # e.g. no travel policy for the employee: nothing to approve
+            return review_run
         if review_run.output["auto_approvable"]:
             return review_run
         return pipeline.run(

@@ -25,6 +25,7 @@ from pipeline.errors import (
 )
 from pipeline.handles import RunHandle
 from pipeline.hosting import install
+from pipeline.operations import trigger
 from pipeline.runs import Approval, Event, Run
 from pipeline.schedules import every
 
@@ -60,5 +61,6 @@ __all__ = [
     "run",
     "step",
     "tool_step",
+    "trigger",
     "wait",
 ]

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from pipeline import runtime
+from pipeline import routing, runtime
 from pipeline.definitions import registry, schemas
 from pipeline.definitions.workflow import Workflow
 from pipeline.engine import admission, dispatch, transitions
@@ -17,7 +17,7 @@ from pipeline.store import queries
 from pipeline.store.tables import QUEUED, RunRow, utcnow
 
 
-def _workflow_class(workflow: type[Workflow] | str, rt: runtime.Runtime) -> type[Workflow]:
+def workflow_class(workflow: type[Workflow] | str, rt: runtime.Runtime) -> type[Workflow]:
     if isinstance(workflow, str):
         return registry.workflow(workflow, modules=rt.settings.workflow_modules)
     if isinstance(workflow, type) and issubclass(workflow, Workflow) and workflow is not Workflow:
@@ -35,6 +35,7 @@ def create(
     run_id: str | None = None,
     record_invalid: bool = False,
     batch_id: str | None = None,
+    parent_run_id: str | None = None,
 ) -> str:
     """Validate and insert a queued run, then ask a worker to start it.
 
@@ -49,7 +50,7 @@ def create(
     rt.db.check_migrated()
     run_id = check_run_id(run_id) if run_id is not None else queries.new_id("run")
     try:
-        cls = _workflow_class(workflow, rt)
+        cls = workflow_class(workflow, rt)
         data = cls.validate_input(input)
         context = schemas.to_json(context if context is not None else {}, what="run context")
         subject = schemas.to_json(subject, what="run subject")
@@ -68,25 +69,17 @@ def create(
                 # The same launch delivered again: the run exists and was dispatched when it was inserted (a
                 # dispatch lost to a crash right after that commit is picked up by the sweeper as a stalled run).
                 return run_id
-            row = RunRow(
-                id=run_id,
-                workflow=cls.name,
-                status=QUEUED,
-                input=data,
-                context=context,
+            send = insert_run(
+                s,
+                rt,
+                cls,
+                run_id,
+                data,
                 subject=subject,
-                user_id=admission.user_of(context),
-                subject_key=admission.subject_key(subject),
+                context=context,
                 batch_id=batch_id,
-                state={},
-                dispatch_seq=0,
-                created_at=utcnow(),
+                parent_run_id=parent_run_id,
             )
-            s.add(row)
-            s.flush()  # the run row first: events reference it (a concurrent insert of the same id fails here)
-            queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)
-            # Admission and the first segment are decided here, in the insert's transaction: no resume hop.
-            send = dispatch.plan_next(s, rt, row, cls)
     except IntegrityError:
         # Another process inserted the same run id between our check and our insert (two deliveries of one
         # launch, two beats for one tick): that run is the one, and its creator dispatches it.
@@ -99,6 +92,49 @@ def create(
         return run_id
     send()
     return run_id
+
+
+def insert_run(
+    s: Any,
+    rt: runtime.Runtime,
+    cls: type[Workflow],
+    run_id: str,
+    data: Any,
+    *,
+    subject: Any,
+    context: Any,
+    batch_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> dispatch.Send:
+    """Insert a queued run (input already validated) in the caller's transaction and decide its first segment;
+    returns what to send once that transaction commits."""
+    row = RunRow(
+        id=run_id,
+        workflow=cls.name,
+        status=QUEUED,
+        input=data,
+        context=context,
+        subject=subject,
+        user_id=admission.user_of(context),
+        subject_key=admission.subject_key(subject),
+        batch_id=batch_id,
+        parent_run_id=parent_run_id,
+        state={},
+        dispatch_seq=0,
+        created_at=utcnow(),
+    )
+    s.add(row)
+    s.flush()  # the run row first: events reference it (a concurrent insert of the same id fails here)
+    queries.add_event(
+        s,
+        run_id,
+        "run.enqueued",
+        workflow=cls.name,
+        subject=subject,
+        **({"parent_run_id": parent_run_id} if parent_run_id else {}),
+    )
+    # Admission and the first segment are decided here, in the insert's transaction: no resume hop.
+    return dispatch.plan_next(s, rt, row, cls)
 
 
 def _record_rejected_launch(
@@ -120,7 +156,18 @@ def enqueue(
     context: Any = None,
     run_id: str | None = None,
 ) -> Run:
-    """Start a run and return at once (status ``queued``)."""
+    """Start a run and return at once (status ``queued``).
+
+    Inside an Operation's routing (executed by a worker) this launches a child run of the operation's run,
+    recorded in its ledger first, so the routing executed again gets the same child back.
+    """
+    router = routing.current()
+    if router is not None:
+        if run_id is not None:
+            raise DefinitionError(
+                "run_id= cannot be given inside an Operation's routing: child run ids are chosen there"
+            )
+        return router.enqueue(workflow, input, subject=subject, context=context)
     rt = runtime.current()
     return get_run(create(rt, workflow, input=input, subject=subject, context=context, run_id=run_id))
 
@@ -133,7 +180,15 @@ def run(
     context: Any = None,
     timeout: float | None = None,
 ) -> Run:
-    """Start a run and wait until it completes, fails, is cancelled or waits for an approval."""
+    """Start a run and wait until it completes, fails, is cancelled or waits for an approval.
+
+    Inside an Operation's routing this is a durable child launch and wait: the operation's run parks
+    (``waiting_for_child``) until the child comes to rest, and the routing carries on with the child's ``Run``,
+    whatever its outcome (a failed child is a ``Run`` with ``status == "failed"``, not an exception).
+    """
+    router = routing.current()
+    if router is not None:
+        return router.wait(router.enqueue(workflow, input, subject=subject, context=context))
     refuse_inside_task("pipeline.run")
     return wait(enqueue(workflow, input, subject=subject, context=context), timeout=timeout)
 
@@ -165,5 +220,8 @@ def wait(run: Run | str, *, timeout: float | None = None) -> Run:
     process), with a look at SQL every so often in case a notification cannot reach us (a SQLite worker in
     another process). Calling it inside a worker task is an error: the task would hold the worker the run needs.
     """
+    router = routing.current()
+    if router is not None:
+        return router.wait(run)
     run_id = run if isinstance(run, str) else run.id
     return wait_for(runtime.current(), run_id, RESTING, timeout=timeout, what="pipeline.wait", missing_ok=False)

@@ -72,6 +72,12 @@ class UnknownWorkflowError(DefinitionError):
     reason = "unknown_workflow"
 
 
+class UnknownOperationError(DefinitionError):
+    """No Operation (or entry point) is registered under the name given to ``pipeline.trigger``."""
+
+    reason = "unknown_operation"
+
+
 class DatabaseNotMigratedError(ConfigurationError):
     """The database has no Rubot tables or an older schema; run ``rubot migrate``."""
 
@@ -194,6 +200,13 @@ class NotSerializable(RunError):
 
 class RunNotFound(RunError):
     reason = "run_not_found"
+
+
+class RoutingChanged(RunError):
+    """An Operation's routing, executed again from its ledger, launched another workflow than the one recorded at
+    the same point: routing must decide only from its input and the runs it launched (no clock, no randomness)."""
+
+    reason = "routing_changed"
 
 
 class RunIdInUse(RunError):

@@ -21,7 +21,8 @@ __all__ = ["Approval", "Effect", "Event", "Run", "Usage"]
 
 
 class Run:
-    """One workflow run. Statuses: queued, running, waiting_for_approval, completed, failed, cancelled."""
+    """One workflow run. Statuses: queued, running, waiting_for_approval, waiting_for_child, completed, failed,
+    cancelled (and needs_reconciliation, dead_letter)."""
 
     def __init__(self, runtime: Runtime, row: RunRow) -> None:
         self._runtime = runtime
@@ -46,6 +47,8 @@ class Run:
         self.estimated_cost_micros: int = row.estimated_cost_micros or 0
         self.counters: dict[str, int] = dict(row.counters or {})
         self.recoveries: int = row.recoveries or 0
+        #: The operation's run whose routing launched this run, if any (its ``children`` include this one).
+        self.parent_run_id: str | None = row.parent_run_id
         self.created_at, self.started_at, self.finished_at = row.created_at, row.started_at, row.finished_at
         self._events: list[Event] | None = None
         self._approvals: list[Approval] | None = None
@@ -103,6 +106,12 @@ class Run:
                 lambda s: [Approval.from_row(a) for a in queries.approvals(s, self.id)]
             )
         return self._approvals
+
+    @property
+    def children(self) -> list[Run]:
+        """The runs this run (an Operation's run) launched from its routing, oldest first; loaded on each access."""
+        rt = self._runtime
+        return rt.db.reading(lambda s: [Run(rt, row) for row in queries.children(s, self.id)])
 
     @property
     def pending_approval(self) -> Approval | None:

@@ -225,6 +225,32 @@ _decision_command(
 )
 
 
+@main.command(name="launch-operation")
+@click.argument("name")
+@click.option("--input", "input_", callback=_payload, metavar="JSON", help="The operation's input.")
+@click.option("--subject", callback=_payload, metavar="JSON", help="What the runs are about.")
+@click.option("--context", callback=_payload, metavar="JSON", help="The runs' context (e.g. the user).")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until the routing returned, as Operation.launch does.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+def launch_operation(name: str, input_: Any, subject: Any, context: Any, wait_: bool, timeout: float | None) -> None:
+    """Start the Operation registered as NAME (its name or an entry point); print its run id."""
+    import pipeline
+    from pipeline.operations import returned_run
+
+    _runtime()
+    run = pipeline.trigger(name, input_, subject=subject, context=context)
+    click.echo(f"Launched {run.id} ({run.workflow}); it is {run.status}.")
+    if wait_:
+        run = pipeline.wait(run, timeout=timeout)
+        returned = returned_run(run)
+        if returned is not run:
+            click.echo(f"{run.id} is {run.status}; it returned {returned.id} ({returned.workflow}), {returned.status}.")
+        else:
+            click.echo(f"{run.id} is {run.status}.")
+        if run.status != "completed":
+            _fail(f"{run.id} is {run.status}: {(run.error or {}).get('message', '')}", RUN_ERROR)
+
+
 @main.command()
 @click.argument("run_id")
 @click.option("--by", help="Who cancels (recorded in the event trail).")

@@ -195,6 +195,8 @@ def run_detail(run: Run, *, full: bool = False) -> list[str]:
     ]
     if run.subject is not None:
         head.append(("subject", compact(run.subject)))
+    if run.parent_run_id is not None:
+        head.append(("parent", run.parent_run_id))
     lines = key_values(head)
     sections: list[tuple[str, Any]] = [
         ("input", run.input),
@@ -212,9 +214,17 @@ def run_detail(run: Run, *, full: bool = False) -> list[str]:
         "approvals:" + (f"  (pending: {pending.role} - {pending.reason})" if pending else ""),
         *approval_lines(run.approvals),
     ]
+    children = run.children
+    if children:
+        lines += ["", "children:", *table(["run", "workflow", "status", "created"], child_rows(children), indent="  ")]
     lines += ["", "ledger:", *effect_lines(run.effects)]
     lines += ["", "events:", *event_lines(run.events, width=200 if full else SHORT)]
     return lines
+
+
+def child_rows(children: Sequence[Run]) -> list[list[str]]:
+    """The runs an Operation's run launched, one row each, oldest first."""
+    return [[c.id, c.workflow, c.status, when(c.created_at)] for c in children]
 
 
 def progress(batch: Any) -> str:

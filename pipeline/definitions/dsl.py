@@ -90,6 +90,21 @@ class ApprovalStep(StepSpec):
 
 
 @dataclass(frozen=True)
+class RouteStep(StepSpec):
+    """The one step of an Operation's run: its routing code, executed by the engine in a worker.
+
+    Built by :class:`pipeline.definitions.operation.Operation` (never written in a workflow body). The routing
+    launches and awaits child runs; while it waits the run parks (``waiting_for_child``), so the step ends its
+    segment and records itself when the routing returns (see :mod:`pipeline.operations`).
+    """
+
+    operation: Any
+    input: InputFn | None = None  # the step gets the run's input, like any step without input=
+    kind = "operation"
+    ends_segment = True
+
+
+@dataclass(frozen=True)
 class ParallelGroup:
     """Steps that run side by side (a Celery chord); the next step starts when all of them finished."""
 

@@ -119,7 +119,8 @@ class Hooks:
     # --- runs -----------------------------------------------------------------------------------------------
     def run_started(self, info: RunInfo) -> None: ...
 
-    def run_waiting(self, info: RunInfo) -> None: ...
+    def run_waiting(self, info: RunInfo) -> None:
+        """The run parked: ``info.status`` is ``waiting_for_approval`` or ``waiting_for_child`` (an operation)."""
 
     def run_resumed(self, info: RunInfo) -> None: ...
 

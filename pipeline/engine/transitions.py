@@ -8,12 +8,19 @@ writes the event that explains the change in the same transaction, and queues th
 Run statuses and the moves between them::
 
     queued ──► running ──► completed
-      │          │ ▲
-      │          ▼ │ (decision)
+      │          │ ▲ ▲
+      │          │ │ └──── waiting_for_child     (an operation's run waits for a child run; the child's
+      │          ▼ │ (decision)                   transition to rest moves it back to running)
       │        waiting_for_approval
       │          │
       └──────────┴──► failed | cancelled                       (final)
                  └──► needs_reconciliation | dead_letter ──► running   (a person reconciles or retries)
+
+A run launched by an operation's routing names its parent (``parent_run_id``); whenever such a run comes to rest
+(final, or waiting for an approval) and its parent waits for a child, the parent goes back to ``running`` in the
+same transaction (event ``run.resumed`` with the child's id), and the ``run_resumed`` hook of
+:mod:`pipeline.engine.children` dispatches the parent's routing again once that commits. A lost dispatch leaves the
+parent ``running`` with nothing claimed: the sweeper's stall check dispatches it again.
 
 Ledger rows (``rubot_effects``, unique per ``(run_id, op_key)``) are ``claimed`` (with a lease, see
 :mod:`pipeline.engine.leases`) while work is in flight and ``done`` once its result is recorded here.
@@ -54,6 +61,7 @@ from pipeline.store.tables import (
     RUNNING,
     TERMINAL,
     WAITING,
+    WAITING_FOR_CHILD,
     ApprovalRow,
     BatchRow,
     EffectRow,
@@ -69,8 +77,9 @@ RESTING = TERMINAL | {WAITING}
 #: Every allowed move of a run's status. Anything else is a bug in the caller, refused loudly.
 RUN_MOVES: dict[str, frozenset[str]] = {
     QUEUED: frozenset({RUNNING, WAITING, FAILED, CANCELLED, *SET_ASIDE}),
-    RUNNING: frozenset({WAITING, COMPLETED, FAILED, CANCELLED, *SET_ASIDE}),
+    RUNNING: frozenset({WAITING, WAITING_FOR_CHILD, COMPLETED, FAILED, CANCELLED, *SET_ASIDE}),
     WAITING: frozenset({RUNNING, FAILED, CANCELLED, *SET_ASIDE}),
+    WAITING_FOR_CHILD: frozenset({RUNNING, FAILED, CANCELLED, *SET_ASIDE}),
     NEEDS_RECONCILIATION: frozenset({RUNNING}),
     DEAD_LETTER: frozenset({RUNNING}),
     COMPLETED: frozenset(),
@@ -81,6 +90,7 @@ RUN_MOVES: dict[str, frozenset[str]] = {
 _HOOK_FOR = {
     RUNNING: "run_started",
     WAITING: "run_waiting",
+    WAITING_FOR_CHILD: "run_waiting",
     COMPLETED: "run_completed",
     FAILED: "run_failed",
     CANCELLED: "run_cancelled",
@@ -123,6 +133,8 @@ def _move(
         signals = s.info.get(SIGNALS_KEY)
         if signals is not None:
             signals.rested(s, run.id)  # wakes pipeline.wait() callers once this commits
+        if run.parent_run_id is not None:
+            _wake_parent(s, run)
     hooks.after_commit(
         s,
         hook or _HOOK_FOR[to],
@@ -139,6 +151,16 @@ def _move(
     )
 
 
+def _wake_parent(s: Session, child: RunRow) -> None:
+    """``child`` came to rest: its parent, if it waits for a child, goes back to ``running`` (see the docstring)."""
+    try:
+        parent = queries.lock_run(s, str(child.parent_run_id))
+    except RunNotFound:
+        return
+    if parent.status == WAITING_FOR_CHILD:
+        _move(s, parent, RUNNING, "run.resumed", hook="run_resumed", child_run_id=child.id, child_status=child.status)
+
+
 def start(s: Session, run: RunRow, **data: Any) -> None:
     """``queued`` → ``running``: the run was admitted and its first segment is being dispatched."""
     _move(s, run, RUNNING, "run.started", workflow=run.workflow, **data)
@@ -150,6 +172,22 @@ def wait_for_approval(s: Session, run: RunRow, step: str) -> None:
         _move(s, run, WAITING, "run.waiting_for_approval", step)
     else:  # a second approval of the same turn: the run already waits
         queries.add_event(s, run.id, "run.waiting_for_approval", step)
+
+
+def wait_for_child(s: Session, run: RunRow, step: str, *, child_run_id: str) -> None:
+    """``running`` → ``waiting_for_child``: an operation's routing waits for ``child_run_id`` to come to rest."""
+    _move(s, run, WAITING_FOR_CHILD, "run.waiting_for_child", step, child_run_id=child_run_id)
+
+
+def launch_child(s: Session, parent: RunRow, op_key: str, child_run_id: str, workflow: str) -> EffectRow:
+    """Record in the parent's ledger that its routing launched ``child_run_id`` (under ``op_key``), with its event.
+
+    Written in the transaction that inserts the child run: a routing executed again finds this row and gets the same
+    child back instead of launching another (a concurrent duplicate fails the flush on the unique ledger key).
+    """
+    row = record(s, parent, op_key, "child_run", {"run_id": child_run_id, "workflow": workflow})
+    queries.add_event(s, parent.id, "operation.child_launched", op_key, child_run_id=child_run_id, workflow=workflow)
+    return row
 
 
 def resume(s: Session, run: RunRow, step: str, *, decision: str) -> None:

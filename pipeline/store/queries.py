@@ -151,6 +151,12 @@ def effects(session: Session, run_id: str) -> list[EffectRow]:
     return list(session.execute(select(EffectRow).where(EffectRow.run_id == run_id).order_by(EffectRow.id)).scalars())
 
 
+def children(session: Session, run_id: str) -> list[RunRow]:
+    """The runs whose parent is ``run_id`` (an Operation's run), oldest first."""
+    query = select(RunRow).where(RunRow.parent_run_id == run_id).order_by(RunRow.created_at, RunRow.id)
+    return list(session.execute(query).scalars())
+
+
 def list_runs(
     session: Session, *, statuses: list[str] | None = None, workflow: str | None = None, limit: int = 50
 ) -> list[RunRow]:

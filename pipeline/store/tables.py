@@ -20,10 +20,23 @@ QUEUED, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED = (
     "failed",
     "cancelled",
 )
+# An operation's run whose routing waits for one of its child runs: it holds nothing but rows (like an approval)
+# until the child's transition to rest wakes it.
+WAITING_FOR_CHILD = "waiting_for_child"
 # A run whose side effect may or may not have happened waits for a person to reconcile it; a run that kept
 # crashing its workers is set aside in the dead letter state. Neither moves on by itself.
 NEEDS_RECONCILIATION, DEAD_LETTER = "needs_reconciliation", "dead_letter"
-RUN_STATUSES = (QUEUED, RUNNING, WAITING, COMPLETED, FAILED, CANCELLED, NEEDS_RECONCILIATION, DEAD_LETTER)
+RUN_STATUSES = (
+    QUEUED,
+    RUNNING,
+    WAITING,
+    WAITING_FOR_CHILD,
+    COMPLETED,
+    FAILED,
+    CANCELLED,
+    NEEDS_RECONCILIATION,
+    DEAD_LETTER,
+)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, NEEDS_RECONCILIATION, DEAD_LETTER})
 ACTIVE = (QUEUED, RUNNING, WAITING)
 
@@ -61,6 +74,8 @@ class RunRow(Base):
     subject_key: Mapped[str | None] = mapped_column(String(500), nullable=True)
     # The scheduled batch that launched this run (rubot_batches.id), if any.
     batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The operation run whose routing launched this run (its children are the runs naming it here).
+    parent_run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     state: Mapped[Any] = mapped_column(JSON, default=dict)
     output: Mapped[Any] = mapped_column(JSON, nullable=True)
     error: Mapped[Any] = mapped_column(JSON, nullable=True)
@@ -88,6 +103,7 @@ class RunRow(Base):
         Index("ix_rubot_runs_user_status", "user_id", "status"),
         Index("ix_rubot_runs_subject_status", "subject_key", "status"),
         Index("ix_rubot_runs_batch_status", "batch_id", "status"),
+        Index("ix_rubot_runs_parent", "parent_run_id"),
         Index(
             "ix_rubot_runs_active",
             "workflow",
