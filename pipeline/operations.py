@@ -49,6 +49,7 @@ from pipeline.store import queries
 from pipeline.store.tables import DONE, RUNNING
 
 if TYPE_CHECKING:
+    from pipeline.definitions.operation import Operation
     from pipeline.runtime import Runtime
 
 ROUTE_STEP = "route"
@@ -71,7 +72,7 @@ class _Stop(BaseException):
     """The operation's run is no longer running (cancelled, failed meanwhile): the routing stops here."""
 
 
-def workflow_for(operation: type) -> type[Workflow]:
+def workflow_for(operation: type[Operation]) -> type[Workflow]:
     """The synthetic workflow whose runs are ``operation``'s runs (registered under the operation's name)."""
 
     def body(namespace: dict[str, Any]) -> None:
@@ -82,7 +83,7 @@ def workflow_for(operation: type) -> type[Workflow]:
         namespace["input_schema"] = operation.input_schema
         namespace[ROUTE_STEP] = RouteStep(operation=operation, name=ROUTE_STEP)
 
-    return types.new_class(f"{operation.__name__}Workflow", (Workflow,), exec_body=body)  # type: ignore[return-value]
+    return types.new_class(f"{operation.__name__}Workflow", (Workflow,), exec_body=body)
 
 
 def returned_run(run: Run) -> Run:

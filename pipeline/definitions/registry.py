@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from pipeline.errors import DefinitionError, UnknownWorkflowError
 
 if TYPE_CHECKING:
+    from pipeline.definitions.operation import Operation
     from pipeline.definitions.workflow import Workflow
 
 log = logging.getLogger("rubot.registry")
@@ -46,7 +47,7 @@ class Registry(Generic[T]):
 tools: Registry[type] = Registry("tool")
 agents: Registry[type] = Registry("agent")
 workflows: Registry[type] = Registry("workflow")
-operations: Registry[type] = Registry("operation")
+operations: Registry[type[Operation]] = Registry("operation")
 
 
 def import_modules(modules: list[str] | tuple[str, ...]) -> None:
