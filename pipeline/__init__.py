@@ -6,6 +6,7 @@ start runs with :func:`run` (waits) or :func:`enqueue` (returns at once). Inside
 """
 
 from pipeline.api import enqueue, get_run, list_runs, migrate, run, wait
+from pipeline.audit import ChainBreak, verify
 from pipeline.auth.principal import Principal
 from pipeline.definitions.agent import Agent
 from pipeline.definitions.dsl import agent_step, approval_step, parallel, step, tool_step
@@ -33,6 +34,7 @@ __all__ = [
     "Approval",
     "ApprovalAlreadyDecided",
     "ApprovalForbidden",
+    "ChainBreak",
     "DefinitionError",
     "Event",
     "InvalidRunInput",
@@ -60,5 +62,6 @@ __all__ = [
     "run",
     "step",
     "tool_step",
+    "verify",
     "wait",
 ]

@@ -170,6 +170,21 @@ def show(run_id: str, full: bool) -> None:
     _echo_lines(output.run_detail(pipeline.get_run(run_id), full=full))
 
 
+@main.command()
+@click.argument("run_id", required=False)
+def verify(run_id: str | None) -> None:
+    """Check the event chain of RUN_ID (or of every run); exit 1 naming the first broken link of each."""
+    import pipeline
+
+    _runtime()
+    broken = pipeline.verify(run_id)
+    for found in broken:
+        click.echo(found.describe())
+    if broken:
+        raise click.exceptions.Exit(RUN_ERROR)
+    click.echo(f"Event chain intact: {run_id}." if run_id else "Every run's event chain is intact.")
+
+
 # --- decisions --------------------------------------------------------------------------------------------
 
 

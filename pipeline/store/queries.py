@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.errors import RunNotFound
 from pipeline.redact import redact
+from pipeline.store import chain
 from pipeline.store.tables import (
     CLAIMED,
     DONE,
@@ -50,7 +51,8 @@ def get_run(session: Session, run_id: str) -> RunRow:
 
 
 def add_event(session: Session, run_id: str, type: str, step: str | None = None, /, **data: Any) -> None:
-    session.add(EventRow(run_id=run_id, type=type, step=step, data=redact(data) if data else None, created_at=utcnow()))
+    """Append an event to the run's trail, chained to its previous event (:mod:`pipeline.store.chain`)."""
+    session.add(EventRow(**chain.append(session, run_id, type, step, redact(data) if data else None, utcnow())))
 
 
 def get_effect(session: Session, run_id: str, op_key: str) -> EffectRow | None:

@@ -1,0 +1,100 @@
+"""Tamper evidence: every event is chained to its run's previous one, and ``rubot verify`` names the first
+broken link of a run whose trail was changed in SQL behind Rubot's back."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+from sqlalchemy import text
+
+import pipeline
+from pipeline.store import chain
+from pipeline.store.tables import EventRow
+from rubot_app.scripts import cli
+from tests import workflows
+
+
+def rubot(*args: str):
+    return CliRunner().invoke(cli.main, list(args))
+
+
+def events_of(stack, run_id: str) -> list:
+    with stack.runtime.db.transaction() as s:
+        return list(
+            s.execute(
+                text("SELECT id, seq, type, hash FROM rubot_events WHERE run_id = :r ORDER BY seq"), {"r": run_id}
+            )
+        )
+
+
+def sql(stack, statement: str, **params) -> None:
+    with stack.runtime.db.transaction() as s:
+        s.execute(text(statement), params)
+
+
+def test_a_forged_or_deleted_event_is_reported_by_rubot_verify_and_an_intact_run_verifies(stack, sink):
+    # Given runs completed on a real worker: a linear one, and a parallel one whose two members record at once
+    # (on Postgres through the one-statement fast path, each chaining its events under the run's row lock)
+    forged = pipeline.run(workflows.LinearWorkflow, input={"sink": str(sink), "n": 2}, timeout=60)
+    deleted = pipeline.run(workflows.LinearWorkflow, input={"sink": str(sink), "n": 3}, timeout=60)
+    intact = pipeline.run(workflows.ParallelWorkflow, input={"sink": str(sink)}, timeout=60)
+    assert {forged.status, deleted.status, intact.status} == {"completed"}
+    trail = events_of(stack, intact.id)
+    assert [e.seq for e in trail] == list(range(1, len(trail) + 1))
+    assert len({e.hash for e in trail}) == len(trail)
+    for run in (forged, deleted, intact):
+        result = rubot("verify", run.id)
+        assert result.exit_code == 0, result.output
+        assert "intact" in result.output
+    assert pipeline.verify() == []
+
+    # When one event's data is forged with a SQL UPDATE
+    victim = next(e for e in events_of(stack, forged.id) if e.type == "step.completed")
+    sql(stack, "UPDATE rubot_events SET data = :d WHERE id = :id", d='{"keys": ["forged"]}', id=victim.id)
+    # and, in another run, one event is deleted
+    gone = events_of(stack, deleted.id)[2]
+    sql(stack, "DELETE FROM rubot_events WHERE id = :id", id=gone.id)
+
+    # Then rubot verify names the first broken link of each (run, seq, expected vs found) and exits 1
+    result = rubot("verify", forged.id)
+    assert result.exit_code == 1
+    assert f"run {forged.id}: event {victim.seq} changed: expected hash " in result.output
+    assert f"found hash {victim.hash}" in result.output
+    result = rubot("verify", deleted.id)
+    assert result.exit_code == 1
+    assert f"run {deleted.id}: event {gone.seq} missing: expected event {gone.seq}, found event {gone.seq + 1}" in (
+        result.output
+    )
+    # and a check of every run names both and only those
+    result = rubot("verify")
+    assert result.exit_code == 1
+    assert {b.run_id for b in pipeline.verify()} == {forged.id, deleted.id}
+    # while the intact run still verifies
+    assert rubot("verify", intact.id).exit_code == 0
+
+
+def test_the_last_event_deleted_or_a_rewritten_hash_is_caught_by_the_head_on_the_run(stack, sink):
+    # Given two completed runs
+    truncated = pipeline.run(workflows.LinearWorkflow, input={"sink": str(sink), "n": 4}, timeout=60)
+    rehashed = pipeline.run(workflows.LinearWorkflow, input={"sink": str(sink), "n": 5}, timeout=60)
+
+    # When the last event of one is deleted (no later link would notice)
+    last = events_of(stack, truncated.id)[-1]
+    sql(stack, "DELETE FROM rubot_events WHERE id = :id", id=last.id)
+    # and the last event of the other is forged with its own hash recomputed
+    before, row = events_of(stack, rehashed.id)[-2:]
+    with stack.runtime.db.transaction() as s:
+        event = s.get(EventRow, row.id)
+        previous = before.hash
+        forged_data = {"forged": True}
+        new_hash = chain.link(
+            previous, row.seq, chain.content_digest(rehashed.id, event.type, event.step, forged_data, event.created_at)
+        )
+        s.execute(
+            text("UPDATE rubot_events SET data = :d, hash = :h WHERE id = :id"),
+            {"d": '{"forged": true}', "h": new_hash, "id": row.id},
+        )
+
+    # Then both are reported against the head kept on the run row
+    broken = {b.run_id: b for b in pipeline.verify()}
+    assert broken[truncated.id].problem == "missing" and broken[truncated.id].seq == last.seq
+    assert broken[rehashed.id].problem == "head" and broken[rehashed.id].seq == row.seq
