@@ -26,6 +26,7 @@ from pipeline.errors import (
 )
 from pipeline.handles import RunHandle
 from pipeline.hosting import install
+from pipeline.replays import Departure, diff, replay
 from pipeline.runs import Approval, Event, Run
 from pipeline.schedules import every
 
@@ -36,6 +37,7 @@ __all__ = [
     "ApprovalForbidden",
     "ChainBreak",
     "DefinitionError",
+    "Departure",
     "Event",
     "InvalidRunInput",
     "Operation",
@@ -52,6 +54,7 @@ __all__ = [
     "Workflow",
     "agent_step",
     "approval_step",
+    "diff",
     "enqueue",
     "every",
     "get_run",
@@ -59,6 +62,7 @@ __all__ = [
     "list_runs",
     "migrate",
     "parallel",
+    "replay",
     "run",
     "step",
     "tool_step",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pipeline import runtime
 from pipeline.definitions import registry, schemas
@@ -35,6 +37,7 @@ def create(
     run_id: str | None = None,
     record_invalid: bool = False,
     batch_id: str | None = None,
+    seed: Callable[[Session, RunRow], None] | None = None,
 ) -> str:
     """Validate and insert a queued run, then ask a worker to start it.
 
@@ -45,6 +48,9 @@ def create(
 
     ``run_id`` is the idempotency key: a launch delivered twice, or two launches racing with the same id (a
     duplicated beat tick), create one run; the insert that loses the race is not an error.
+
+    ``seed(session, row)`` runs in the insert's transaction before the first segment is planned (a replay
+    fills the new run's ledger with the results it reuses there).
     """
     rt.db.check_migrated()
     run_id = check_run_id(run_id) if run_id is not None else queries.new_id("run")
@@ -85,6 +91,8 @@ def create(
             s.add(row)
             s.flush()  # the run row first: events reference it (a concurrent insert of the same id fails here)
             queries.add_event(s, run_id, "run.enqueued", workflow=cls.name, subject=subject)
+            if seed is not None:
+                seed(s, row)
             # Admission and the first segment are decided here, in the insert's transaction: no resume hop.
             send = dispatch.plan_next(s, rt, row, cls)
     except IntegrityError:

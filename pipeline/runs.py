@@ -46,6 +46,8 @@ class Run:
         self.estimated_cost_micros: int = row.estimated_cost_micros or 0
         self.counters: dict[str, int] = dict(row.counters or {})
         self.recoveries: int = row.recoveries or 0
+        #: The run this one replays (``pipeline.replay``), if any.
+        self.replay_of: str | None = row.replay_of
         self.created_at, self.started_at, self.finished_at = row.created_at, row.started_at, row.finished_at
         self._events: list[Event] | None = None
         self._approvals: list[Approval] | None = None

@@ -248,6 +248,41 @@ def batch_failed(s: Session, batch: BatchRow, error: dict[str, Any]) -> None:
     batch.status, batch.error, batch.finished_at = FAILED, redact(error), utcnow()
 
 
+# --- replays ---------------------------------------------------------------------------------------------------
+
+
+def seed_replay(
+    s: Session,
+    run: RunRow,
+    source: RunRow,
+    *,
+    from_step: str,
+    rows: list[EffectRow],
+    approvals: list[ApprovalRow],
+) -> None:
+    """Make ``run`` (inserted, not yet dispatched) a replay of ``source``: copy the recorded ``rows`` it reuses
+    into its ledger as done (so the engine skips them: no model request, no tool call), apply their steps'
+    state deltas, copy the decided ``approvals`` of those steps, and say so in the trail."""
+    run.replay_of = source.id
+    state: dict[str, Any] = {}
+    now = utcnow()
+    for row in rows:
+        s.add(
+            EffectRow(run_id=run.id, op_key=row.op_key, kind=row.kind, result=row.result, status=DONE, created_at=now)
+        )
+        if "/" not in row.op_key and isinstance(row.result, dict) and "set" in row.result:
+            state = apply(state, row.result)
+    for approval in approvals:
+        copy = {c.key: getattr(approval, c.key) for c in ApprovalRow.__table__.columns}
+        s.add(ApprovalRow(**{**copy, "id": queries.new_id("apr"), "run_id": run.id}))
+    run.state = state
+    queries.add_event(s, run.id, "run.replay_of", source=source.id, from_step=from_step, reused=len(rows))
+    for row in rows:
+        queries.add_event(
+            s, run.id, "replay.reused", row.op_key.split("/")[0], op_key=row.op_key, kind=row.kind, source=source.id
+        )
+
+
 # --- ledger ----------------------------------------------------------------------------------------------------
 
 
