@@ -94,7 +94,10 @@ class Run:
     def events(self) -> list[Event]:
         if self._events is None:
             self._events = self._runtime.db.reading(
-                lambda s: [Event(e.id, e.type, e.step, e.data or {}, e.created_at) for e in queries.events(s, self.id)]
+                lambda s: [
+                    Event(e.id, e.type, e.step, e.data or {}, e.created_at, e.seq, e.hash)
+                    for e in queries.events(s, self.id)
+                ]
             )
         return self._events
 

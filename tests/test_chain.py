@@ -7,7 +7,8 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 import pipeline
-from pipeline.store import chain
+from pipeline.store import chain, migrate
+from pipeline.store.db import Database
 from pipeline.store.tables import EventRow
 from rubot_app.scripts import cli
 from tests import workflows
@@ -98,3 +99,40 @@ def test_the_last_event_deleted_or_a_rewritten_hash_is_caught_by_the_head_on_the
     broken = {b.run_id: b for b in pipeline.verify()}
     assert broken[truncated.id].problem == "missing" and broken[truncated.id].seq == last.seq
     assert broken[rehashed.id].problem == "head" and broken[rehashed.id].seq == row.seq
+
+
+def test_the_upgrade_chains_the_events_written_before_it(tmp_path):
+    # Given a database at the previous schema with a run and its events, written before events were chained
+    db = Database(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    migrate.upgrade(db, "0005")
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO rubot_runs (id, workflow, status, state, dispatch_seq, input_tokens, output_tokens, "
+                "cache_write_tokens, cache_read_tokens, cost_micros, estimated_cost_micros, created_at, updated_at) "
+                "VALUES ('run_old', 'W', 'completed', '{}', 1, 0, 0, 0, 0, 0, 0, :t, :t)"
+            ),
+            {"t": "2026-01-02 03:04:05.000006"},
+        )
+        for n, type_ in enumerate(("run.enqueued", "step.completed", "run.completed")):
+            conn.execute(
+                text(
+                    "INSERT INTO rubot_events (run_id, type, step, data, created_at) "
+                    "VALUES ('run_old', :ty, :st, :d, :t)"
+                ),
+                {"ty": type_, "st": "s" if n == 1 else None, "d": f'{{"n": {n}}}', "t": f"2026-01-02 03:04:0{n}.5"},
+            )
+
+    # When it is upgraded
+    migrate.upgrade(db)
+
+    # Then the old events form an intact chain, in the order they were written
+    with db.transaction() as s:
+        assert chain.verify(s, "run_old") is None
+        assert [e.seq for e in s.query(EventRow).order_by(EventRow.id)] == [1, 2, 3]
+        # and a change to one of them is caught like any other
+        s.execute(text("UPDATE rubot_events SET step = 'x' WHERE seq = 2"))
+    with db.transaction() as s:
+        broken = chain.verify(s, "run_old")
+    assert (broken.seq, broken.problem) == (2, "changed")
+    db.dispose()
