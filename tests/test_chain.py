@@ -3,15 +3,20 @@ broken link of a run whose trail was changed in SQL behind Rubot's back."""
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
 import pipeline
-from pipeline.store import chain, migrate
+from pipeline.engine import transitions
+from pipeline.store import chain, migrate, queries
 from pipeline.store.db import Database
-from pipeline.store.tables import EventRow
+from pipeline.store.tables import EventRow, utcnow
 from rubot_app.scripts import cli
 from tests import workflows
+from tests.conftest import eventually
 
 
 def rubot(*args: str):
@@ -136,3 +141,59 @@ def test_the_upgrade_chains_the_events_written_before_it(tmp_path):
         broken = chain.verify(s, "run_old")
     assert (broken.seq, broken.problem) == (2, "changed")
     db.dispose()
+
+
+def _waiting_on_a_lock(db) -> int:
+    with db.read() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+        ).scalar_one()
+
+
+@pytest.mark.parametrize("path", ["add_event", "record_step", "record_step_at_once"])
+def test_an_append_that_waits_for_the_run_lock_chains_onto_what_the_holder_appended(production, sink, path):
+    # Given a run whose row is locked by a transaction that appended an event and has not committed yet
+    db = production.runtime.db
+    run = pipeline.enqueue(workflows.LinearWorkflow, input={"sink": str(sink), "n": 1})  # no worker: it stays
+    holder_appended, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.transaction() as s:
+            queries.lock_run(s, run.id)
+            queries.add_event(s, run.id, "test.held")
+            s.flush()
+            holder_appended.set()
+            release.wait(30)
+
+    def append() -> None:
+        delta = {"set": {"extra": 1}, "unset": []}
+        if path == "record_step_at_once":
+            with db.autocommit() as conn:
+                transitions.record_step_at_once(conn, run.id, "extra", "step", delta, task_id=None, started_at=utcnow())
+        elif path == "record_step":
+            with db.transaction() as s:
+                transitions.record_step(
+                    s, run.id, "extra", "step", delta, task_id=None, claimed=False, started_at=utcnow()
+                )
+        else:
+            with db.transaction() as s:
+                queries.add_event(s, run.id, "test.waited")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holder_appended.wait(30)
+    # When another append for the same run starts meanwhile (and waits for the run's row lock)
+    appender = threading.Thread(target=append)
+    appender.start()
+    eventually(lambda: _waiting_on_a_lock(db) >= 1, what="the second append to wait for the run lock")
+    release.set()
+    holder.join(30)
+    appender.join(30)
+
+    # Then it chained onto the holder's event: seq goes on without a gap or a duplicate and the chain verifies
+    trail = events_of(production, run.id)
+    assert [e.seq for e in trail] == list(range(1, len(trail) + 1))
+    assert trail[-1].type == ("test.waited" if path == "add_event" else "step.completed")
+    assert pipeline.verify(run) == []
