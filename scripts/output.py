@@ -195,6 +195,8 @@ def run_detail(run: Run, *, full: bool = False) -> list[str]:
     ]
     if run.subject is not None:
         head.append(("subject", compact(run.subject)))
+    if run.replay_of is not None:
+        head.append(("replay of", run.replay_of))
     lines = key_values(head)
     sections: list[tuple[str, Any]] = [
         ("input", run.input),

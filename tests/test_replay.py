@@ -14,6 +14,7 @@ from pipeline.models.anthropic import AnthropicModel
 from pipeline.testing import MessagesStandIn, reply
 from rubot_app.scripts import cli
 from tests import replay_workflows as rw
+from tests import workflows
 from tests.conftest import sink_lines
 
 USAGE = {"input_tokens": 200, "output_tokens": 30}
@@ -135,3 +136,24 @@ def test_a_fork_point_the_run_does_not_have_is_a_clear_error_and_starts_nothing(
     assert result.stderr.startswith("rubot: error: the source run has no recorded turn 9 of 'research'")
     assert "Traceback" not in result.output
     assert len(pipeline.list_runs(limit=1000)) == before
+
+
+def test_a_fork_after_an_approval_reuses_the_decision_and_runs_only_the_steps_after_it(stack, sink):
+    # Given a run that was approved by a person and completed
+    run = pipeline.run(workflows.ApprovalWorkflow, input={"sink": str(sink)}, timeout=60)
+    run.approve("manager@example.com", {"ok": True})
+    source = pipeline.wait(run, timeout=60)
+    assert source.status == "completed"
+
+    # When it is forked at the step after the approval
+    replay = pipeline.wait(pipeline.replay(source, from_step="after"), timeout=60)
+
+    # Then the new run completes without asking anyone: the recorded decision is reused, with who made it
+    assert replay.status == "completed", replay.error
+    assert [(a.step, a.status, a.decided_by, a.decision_payload) for a in replay.approvals] == [
+        ("manager", "approved", "manager@example.com", {"ok": True})
+    ]
+    assert replay.state["manager"] == source.state["manager"]
+    # and only the step after the fork point ran again
+    assert [line.split(" ", 1)[1] for line in sink_lines(sink) if line.startswith(replay.id)] == ["after"]
+    assert pipeline.diff(source, replay) is None
