@@ -4,11 +4,13 @@ An event carries ``seq`` (1, 2, 3 ... per run) and ``hash = sha256(previous hash
 ``content`` is the SHA-256 of a canonical JSON of the event's own fields (run id, type, step, data, time). The
 run row holds the chain's head (``event_seq``, ``event_hash``), so an event deleted from the end is noticed too.
 
-Appends to one run's chain are serialized by the run row: :func:`append` reads the head with ``FOR UPDATE``
-(SQLite: the transaction already holds the database's write lock, ``BEGIN IMMEDIATE``) and keeps it in the
-session, so later appends of the same transaction read nothing; the new head is written once, just before the
-commit. The one-statement fast path on Postgres (``transitions.record_step_at_once``) computes the same links in
-SQL (:func:`pg_link`) from the head it locks in that statement.
+Appends to one run's chain are serialized by the run row: the head is read under the row's lock — by
+``queries.lock_run``, or by :func:`append` itself with ``FOR UPDATE`` when the caller holds no lock (SQLite: the
+transaction already holds the database's write lock, ``BEGIN IMMEDIATE``) — and kept in the session, so later
+appends of the same transaction read nothing; the new head is written once, just before the commit (with the
+run's other changes when its row object is in the session). The one-statement fast path on Postgres
+(``transitions.record_step_at_once``) computes the same links in SQL (:func:`pg_link`) from the head it locks in
+that statement.
 
 :func:`verify` walks a chain and names its first broken link. A chain proves that nobody changed, inserted or
 removed an event *without also rewriting every later hash and the head*; anyone who can do that (write access to
@@ -25,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from pipeline.errors import RunNotFound
 from pipeline.store.tables import EventRow, RunRow, as_utc
@@ -120,7 +123,11 @@ def _write_heads(session: Session) -> None:
     runs = RunRow.__table__
     for run_id in sorted(dirty):
         seq, digest = heads[run_id]
-        session.execute(update(runs).where(runs.c.id == run_id).values(event_seq=seq, event_hash=digest))
+        loaded = session.identity_map.get(identity_key(RunRow, run_id))
+        if loaded is not None:  # flushed with the run's other changes: usually no statement of its own
+            loaded.event_seq, loaded.event_hash = seq, digest
+        else:
+            session.execute(update(runs).where(runs.c.id == run_id).values(event_seq=seq, event_hash=digest))
     dirty.clear()
 
 

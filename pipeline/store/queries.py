@@ -29,10 +29,15 @@ def new_id(prefix: str) -> str:
 
 def lock_run(session: Session, run_id: str) -> RunRow:
     """Load the run row for update: Postgres locks it (``FOR UPDATE``); SQLite already holds the write lock."""
-    row = session.execute(select(RunRow).where(RunRow.id == run_id).with_for_update()).scalar_one_or_none()
-    if row is None:
+    runs = RunRow.__table__
+    # The chain head as plain columns: read fresh even when the row object was already in the session.
+    found = session.execute(
+        select(RunRow, runs.c.event_seq, runs.c.event_hash).where(RunRow.id == run_id).with_for_update()
+    ).one_or_none()
+    if found is None:
         raise RunNotFound(f"no run with id {run_id!r}")
-    return row
+    chain.seed_head(session, run_id, found[1], found[2])  # the events this transaction appends chain onto it
+    return found[0]
 
 
 def run_status(connection: Connection, run_id: str) -> str:
