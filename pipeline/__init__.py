@@ -6,6 +6,7 @@ start runs with :func:`run` (waits) or :func:`enqueue` (returns at once). Inside
 """
 
 from pipeline.api import enqueue, get_run, list_runs, migrate, run, wait
+from pipeline.audit import ChainBreak, verify
 from pipeline.auth.principal import Principal
 from pipeline.definitions.agent import Agent
 from pipeline.definitions.dsl import agent_step, approval_step, parallel, step, tool_step
@@ -26,6 +27,7 @@ from pipeline.errors import (
 from pipeline.handles import RunHandle
 from pipeline.hosting import install
 from pipeline.operations import trigger
+from pipeline.replays import Departure, diff, replay
 from pipeline.runs import Approval, Event, Run
 from pipeline.schedules import every
 
@@ -34,7 +36,9 @@ __all__ = [
     "Approval",
     "ApprovalAlreadyDecided",
     "ApprovalForbidden",
+    "ChainBreak",
     "DefinitionError",
+    "Departure",
     "Event",
     "InvalidRunInput",
     "Operation",
@@ -51,6 +55,7 @@ __all__ = [
     "Workflow",
     "agent_step",
     "approval_step",
+    "diff",
     "enqueue",
     "every",
     "get_run",
@@ -58,9 +63,11 @@ __all__ = [
     "list_runs",
     "migrate",
     "parallel",
+    "replay",
     "run",
     "step",
     "tool_step",
     "trigger",
+    "verify",
     "wait",
 ]

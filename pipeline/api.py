@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from pipeline import routing, runtime
 from pipeline.definitions import registry, schemas
@@ -36,6 +38,7 @@ def create(
     record_invalid: bool = False,
     batch_id: str | None = None,
     parent_run_id: str | None = None,
+    seed: Callable[[Session, RunRow], None] | None = None,
 ) -> str:
     """Validate and insert a queued run, then ask a worker to start it.
 
@@ -46,6 +49,9 @@ def create(
 
     ``run_id`` is the idempotency key: a launch delivered twice, or two launches racing with the same id (a
     duplicated beat tick), create one run; the insert that loses the race is not an error.
+
+    ``seed(session, row)`` runs in the insert's transaction before the first segment is planned (a replay
+    fills the new run's ledger with the results it reuses there).
     """
     rt.db.check_migrated()
     run_id = check_run_id(run_id) if run_id is not None else queries.new_id("run")
@@ -79,6 +85,7 @@ def create(
                 context=context,
                 batch_id=batch_id,
                 parent_run_id=parent_run_id,
+                seed=seed,
             )
     except IntegrityError:
         # Another process inserted the same run id between our check and our insert (two deliveries of one
@@ -105,9 +112,10 @@ def insert_run(
     context: Any,
     batch_id: str | None = None,
     parent_run_id: str | None = None,
+    seed: Callable[[Session, RunRow], None] | None = None,
 ) -> dispatch.Send:
     """Insert a queued run (input already validated) in the caller's transaction and decide its first segment;
-    returns what to send once that transaction commits."""
+    returns what to send once that transaction commits. ``seed`` runs before the segment is planned."""
     row = RunRow(
         id=run_id,
         workflow=cls.name,
@@ -133,6 +141,8 @@ def insert_run(
         subject=subject,
         **({"parent_run_id": parent_run_id} if parent_run_id else {}),
     )
+    if seed is not None:
+        seed(s, row)
     # Admission and the first segment are decided here, in the insert's transaction: no resume hop.
     return dispatch.plan_next(s, rt, row, cls)
 

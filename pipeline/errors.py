@@ -215,6 +215,12 @@ class RunIdInUse(RunError):
     reason = "run_id_in_use"
 
 
+class InvalidForkPoint(RunError):
+    """``pipeline.replay(run, from_step=...)`` names no step of the run's workflow, or a turn the run never had."""
+
+    reason = "invalid_fork_point"
+
+
 class InvalidRunState(RunError):
     """The requested transition is not possible from the run's current status."""
 

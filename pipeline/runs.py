@@ -49,6 +49,8 @@ class Run:
         self.recoveries: int = row.recoveries or 0
         #: The operation's run whose routing launched this run, if any (its ``children`` include this one).
         self.parent_run_id: str | None = row.parent_run_id
+        #: The run this one replays (``pipeline.replay``), if any.
+        self.replay_of: str | None = row.replay_of
         self.created_at, self.started_at, self.finished_at = row.created_at, row.started_at, row.finished_at
         self._events: list[Event] | None = None
         self._approvals: list[Approval] | None = None
@@ -95,7 +97,10 @@ class Run:
     def events(self) -> list[Event]:
         if self._events is None:
             self._events = self._runtime.db.reading(
-                lambda s: [Event(e.id, e.type, e.step, e.data or {}, e.created_at) for e in queries.events(s, self.id)]
+                lambda s: [
+                    Event(e.id, e.type, e.step, e.data or {}, e.created_at, e.seq, e.hash)
+                    for e in queries.events(s, self.id)
+                ]
             )
         return self._events
 

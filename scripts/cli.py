@@ -170,6 +170,62 @@ def show(run_id: str, full: bool) -> None:
     _echo_lines(output.run_detail(pipeline.get_run(run_id), full=full))
 
 
+@main.command()
+@click.argument("run_id", required=False)
+def verify(run_id: str | None) -> None:
+    """Check the event chain of RUN_ID (or of every run); exit 1 naming the first broken link of each."""
+    import pipeline
+
+    _runtime()
+    broken = pipeline.verify(run_id)
+    for found in broken:
+        click.echo(found.describe())
+    if broken:
+        raise click.exceptions.Exit(RUN_ERROR)
+    click.echo(f"Event chain intact: {run_id}." if run_id else "Every run's event chain is intact.")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--from", "from_step", metavar="STEP", help="Run live from this step or agent turn (research/turn-4).")
+@click.option("--wait", is_flag=True, help="Wait until the new run completes, fails or waits for a person.")
+@click.option("--diff", "show_diff", is_flag=True, help="Wait, then show where the new run departed from RUN_ID.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds --wait/--diff wait at most.")
+def replay(run_id: str, from_step: str | None, wait: bool, show_diff: bool, timeout: float) -> None:
+    """Start a new run from RUN_ID's records: reuse its model responses and tool results before --from."""
+    import pipeline
+
+    _runtime()
+    run = pipeline.replay(run_id, from_step=from_step)
+    click.echo(f"Replay {run.id} of {run_id} from {from_step or '(end)'}; it is {run.status}.")
+    if wait or show_diff:
+        run = pipeline.wait(run, timeout=timeout)
+        click.echo(f"Run is now {run.status}.")
+    if show_diff:
+        _echo_departure(run_id, run.id)
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+def diff(run_a: str, run_b: str) -> None:
+    """Show where RUN_B departed from RUN_A: the first step, turn or tool call whose recorded output differs."""
+    _runtime()
+    _echo_departure(run_a, run_b)
+
+
+def _echo_departure(run_a: str, run_b: str) -> None:
+    import pipeline
+
+    found = pipeline.diff(run_a, run_b)
+    if found is None:
+        click.echo(f"No departure: {run_b} recorded what {run_a} recorded.")
+        return
+    click.echo(f"First departure: {found.describe()}")
+    click.echo(f"  {run_a}: {output.compact(found.a, 300)}")
+    click.echo(f"  {run_b}: {output.compact(found.b, 300)}")
+
+
 # --- decisions --------------------------------------------------------------------------------------------
 
 

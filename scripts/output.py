@@ -197,6 +197,8 @@ def run_detail(run: Run, *, full: bool = False) -> list[str]:
         head.append(("subject", compact(run.subject)))
     if run.parent_run_id is not None:
         head.append(("parent", run.parent_run_id))
+    if run.replay_of is not None:
+        head.append(("replay of", run.replay_of))
     lines = key_values(head)
     sections: list[tuple[str, Any]] = [
         ("input", run.input),

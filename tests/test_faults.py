@@ -86,6 +86,8 @@ def test_sigkill_at_random_moments_loses_no_run_and_repeats_no_effect(faulty, si
     assert set(effects) == {(r.id, op) for r in runs for op in ("charge", "notify")}
     assert all(count == 1 for count in keys_per_op.values())
     assert all(r.output == {"charged": r.input["amount"] * 2} for r in runs)
+    # and every run's event trail, written by workers killed at random moments, is one intact hash chain
+    assert pipeline.verify() == []
 
 
 @pytest.mark.timeout(1200)
@@ -163,6 +165,8 @@ def test_sigkills_during_parallel_side_effects_lose_no_run_repeat_no_effect_and_
     assert set(charge_keys) == {(r.id, op) for r in runs for op in ("charge", "notify")}
     assert all(count == 1 for count in charge_keys.values())
     assert all(r.output == {"charged": r.input["amount"] * 2} for r in runs)
+    # and the trails of parallel members recorded by workers killed at random are intact hash chains
+    assert pipeline.verify() == []
 
 
 def test_a_step_that_kills_its_worker_every_time_goes_to_dead_letter_and_others_finish(faulty, sink):

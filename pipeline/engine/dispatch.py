@@ -46,8 +46,10 @@ def plan_next(s: Session, runtime: Runtime, run: RunRow, workflow: Any) -> Send:
         if reason is not None:
             admission.note_waiting(s, run, reason)
             return _nothing  # stays queued; admit_next asks again when a slot frees
-    # Nothing is in the ledger of a run never dispatched (steps only run after a dispatch): skip the read.
-    done = set() if run.dispatch_seq == 0 else queries.completed_ops(s, run.id)
+    # Nothing is in the ledger of a run never dispatched (steps only run after a dispatch): skip the read. A
+    # replay is the exception: its ledger is seeded with the source's recorded results before its first dispatch.
+    fresh = run.dispatch_seq == 0 and run.replay_of is None
+    done = set() if fresh else queries.completed_ops(s, run.id)
     canvas, names = compiler.segment(runtime.app, workflow, run.id, done, queue=runtime.settings.queue)
     if run.status == QUEUED:
         transitions.start(s, run)

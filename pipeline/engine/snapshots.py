@@ -19,6 +19,9 @@ class Event:
     step: str | None
     data: dict[str, Any]
     created_at: datetime
+    #: Its place in the run's hash chain (1, 2, 3 ...) and its hash (see ``pipeline.verify``).
+    seq: int | None = None
+    hash: str | None = None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from pipeline.engine.hooks import ApprovalInfo, ModelTurnInfo, RunInfo, StepInfo
 from pipeline.errors import InvalidRunState, RunNotFound
 from pipeline.notify import outbox
 from pipeline.redact import redact
-from pipeline.store import queries
+from pipeline.store import chain, queries
 from pipeline.store.signals import SIGNALS_KEY
 from pipeline.store.tables import (
     CANCELLED,
@@ -284,6 +284,41 @@ def batch_launched(s: Session, batch: BatchRow, *, total: int) -> None:
 def batch_failed(s: Session, batch: BatchRow, error: dict[str, Any]) -> None:
     """The batch's subjects could not be listed; the runs created so far go on."""
     batch.status, batch.error, batch.finished_at = FAILED, redact(error), utcnow()
+
+
+# --- replays ---------------------------------------------------------------------------------------------------
+
+
+def seed_replay(
+    s: Session,
+    run: RunRow,
+    source: RunRow,
+    *,
+    from_step: str,
+    rows: list[EffectRow],
+    approvals: list[ApprovalRow],
+) -> None:
+    """Make ``run`` (inserted, not yet dispatched) a replay of ``source``: copy the recorded ``rows`` it reuses
+    into its ledger as done (so the engine skips them: no model request, no tool call), apply their steps'
+    state deltas, copy the decided ``approvals`` of those steps, and say so in the trail."""
+    run.replay_of = source.id
+    state: dict[str, Any] = {}
+    now = utcnow()
+    for row in rows:
+        s.add(
+            EffectRow(run_id=run.id, op_key=row.op_key, kind=row.kind, result=row.result, status=DONE, created_at=now)
+        )
+        if "/" not in row.op_key and isinstance(row.result, dict) and "set" in row.result:
+            state = apply(state, row.result)
+    for approval in approvals:
+        copy = {c.key: getattr(approval, c.key) for c in ApprovalRow.__table__.columns}
+        s.add(ApprovalRow(**{**copy, "id": queries.new_id("apr"), "run_id": run.id}))
+    run.state = state
+    queries.add_event(s, run.id, "run.replay_of", source=source.id, from_step=from_step, reused=len(rows))
+    for row in rows:
+        queries.add_event(
+            s, run.id, "replay.reused", row.op_key.split("/")[0], op_key=row.op_key, kind=row.kind, source=source.id
+        )
 
 
 # --- ledger ----------------------------------------------------------------------------------------------------
@@ -701,24 +736,11 @@ def record_step(
             )
         )
     status, workflow, user_id = _merge_state(s, run_id, delta, now)
-    events: Table = EventRow.__table__  # type: ignore[assignment]
     s.execute(
-        insert(events).values(
+        insert(EventRow).values(
             [
-                {
-                    "run_id": run_id,
-                    "type": "step.started",
-                    "step": step,
-                    "data": {"kind": kind, "task_id": task_id},
-                    "created_at": started_at,
-                },
-                {
-                    "run_id": run_id,
-                    "type": "step.completed",
-                    "step": step,
-                    "data": {"keys": sorted(delta["set"])},
-                    "created_at": now,
-                },
+                chain.append(s, run_id, "step.started", step, {"kind": kind, "task_id": task_id}, started_at),
+                chain.append(s, run_id, "step.completed", step, {"keys": sorted(delta["set"])}, now),
             ]
         )
     )
@@ -732,11 +754,14 @@ def record_step(
 
 _PG_MERGE = text(
     "UPDATE rubot_runs SET state = ((COALESCE(state::jsonb, '{}'::jsonb) || CAST(:set AS jsonb)) "
-    "- CAST(:unset AS text[]))::json, updated_at = :now WHERE id = :id RETURNING status, workflow, user_id"
+    "- CAST(:unset AS text[]))::json, updated_at = :now WHERE id = :id "
+    "RETURNING status, workflow, user_id, event_seq, event_hash"
 ).bindparams(bindparam("unset", type_=ARRAY(String())))
 
 
 def _merge_state(s: Session, run_id: str, delta: dict[str, Any], now: datetime) -> tuple[str, str, str | None]:
+    """Merge ``delta`` into the run's state; the run's row is locked from here on, so its event chain's head,
+    read in the same statement, is the one the step's events extend."""
     row: Any
     if s.get_bind().dialect.name == "postgresql":
         row = s.execute(
@@ -746,35 +771,54 @@ def _merge_state(s: Session, run_id: str, delta: dict[str, Any], now: datetime) 
     else:
         runs: Table = RunRow.__table__  # type: ignore[assignment]
         current = s.execute(
-            select(runs.c.state, runs.c.status, runs.c.workflow, runs.c.user_id).where(runs.c.id == run_id)
+            select(
+                runs.c.state, runs.c.status, runs.c.workflow, runs.c.user_id, runs.c.event_seq, runs.c.event_hash
+            ).where(runs.c.id == run_id)
         ).one_or_none()
         row = None
         if current is not None:
             s.execute(update(runs).where(runs.c.id == run_id).values(state=apply(current.state, delta), updated_at=now))
-            row = (current.status, current.workflow, current.user_id)
+            row = (current.status, current.workflow, current.user_id, current.event_seq, current.event_hash)
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")
+    chain.seed_head(s, run_id, row[3], row[4])
     return row[0], row[1], row[2]
 
 
+# The step's two events are chained in SQL: ``head`` locks the run row (FOR UPDATE returns its newest version, so
+# a step of a parallel group that committed meanwhile is seen) and the links are computed from the head it read;
+# the UPDATE moves the head on. Appends to one run's chain are thus serialized by its row lock, as everywhere.
 _PG_RECORD = text(
-    """
-    WITH effect AS (
+    f"""
+    WITH head AS (
+        SELECT event_seq, event_hash FROM rubot_runs WHERE id = :run_id FOR UPDATE
+    ), effect AS (
         INSERT INTO rubot_effects (run_id, op_key, kind, status, result, task_id, created_at)
         VALUES (:run_id, :op_key, :kind, 'done', CAST(:result AS json), :task_id, :now)
         RETURNING id
+    ), link1 AS (
+        SELECT event_seq + 1 AS seq1,
+               {chain.pg_link("event_hash", "event_seq + 1", "CAST(:started_digest AS text)")} AS hash1
+        FROM head
+    ), links AS (
+        SELECT seq1, hash1, seq1 + 1 AS seq2,
+               {chain.pg_link("hash1", "seq1 + 1", "CAST(:completed_digest AS text)")} AS hash2
+        FROM link1
     ), trail AS (
-        INSERT INTO rubot_events (run_id, type, step, data, created_at)
-        SELECT :run_id, v.type, :op_key, CAST(v.data AS json), v.at
-        FROM (VALUES ('step.started', :started_data, CAST(:started_at AS timestamptz)),
-                     ('step.completed', :completed_data, CAST(:now AS timestamptz))) AS v(type, data, at)
+        INSERT INTO rubot_events (run_id, type, step, data, created_at, seq, hash)
+        SELECT :run_id, v.type, :op_key, CAST(v.data AS json), v.at, v.seq, v.hash
+        FROM links, LATERAL (VALUES
+            ('step.started', CAST(:started_data AS text), CAST(:started_at AS timestamptz), links.seq1, links.hash1),
+            ('step.completed', CAST(:completed_data AS text), CAST(:now AS timestamptz), links.seq2, links.hash2)
+        ) AS v(type, data, at, seq, hash)
         WHERE EXISTS (SELECT 1 FROM effect)
         RETURNING id
     )
     UPDATE rubot_runs
-    SET state = ((COALESCE(state::jsonb, '{}'::jsonb) || CAST(:set AS jsonb)) - CAST(:unset AS text[]))::json,
-        updated_at = :now
-    WHERE id = :run_id AND EXISTS (SELECT 1 FROM effect)
+    SET state = ((COALESCE(state::jsonb, '{{}}'::jsonb) || CAST(:set AS jsonb)) - CAST(:unset AS text[]))::json,
+        updated_at = :now, event_seq = links.seq2, event_hash = links.hash2
+    FROM links
+    WHERE rubot_runs.id = :run_id AND EXISTS (SELECT 1 FROM effect)
     RETURNING status, workflow, user_id
     """
 ).bindparams(bindparam("unset", type_=ARRAY(String())))
@@ -797,6 +841,8 @@ def record_step_at_once(
     the caller calls the ``step_completed`` hook after it.
     """
     now = utcnow()
+    started_data = {"kind": kind, "task_id": task_id}
+    completed_data = {"keys": sorted(delta["set"])}
     row = conn.execute(
         _PG_RECORD,
         {
@@ -807,8 +853,10 @@ def record_step_at_once(
             "task_id": task_id,
             "now": now,
             "started_at": started_at,
-            "started_data": json.dumps({"kind": kind, "task_id": task_id}),
-            "completed_data": json.dumps({"keys": sorted(delta["set"])}),
+            "started_data": json.dumps(started_data),
+            "completed_data": json.dumps(completed_data),
+            "started_digest": chain.content_digest(run_id, "step.started", step, started_data, started_at),
+            "completed_digest": chain.content_digest(run_id, "step.completed", step, completed_data, now),
             "set": json.dumps(delta["set"]),
             "unset": list(delta.get("unset", [])),
         },

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.errors import RunNotFound
 from pipeline.redact import redact
+from pipeline.store import chain
 from pipeline.store.tables import (
     CLAIMED,
     DONE,
@@ -28,10 +29,15 @@ def new_id(prefix: str) -> str:
 
 def lock_run(session: Session, run_id: str) -> RunRow:
     """Load the run row for update: Postgres locks it (``FOR UPDATE``); SQLite already holds the write lock."""
-    row = session.execute(select(RunRow).where(RunRow.id == run_id).with_for_update()).scalar_one_or_none()
-    if row is None:
+    runs = RunRow.__table__
+    # The chain head as plain columns: read fresh even when the row object was already in the session.
+    found = session.execute(
+        select(RunRow, runs.c.event_seq, runs.c.event_hash).where(RunRow.id == run_id).with_for_update()
+    ).one_or_none()
+    if found is None:
         raise RunNotFound(f"no run with id {run_id!r}")
-    return row
+    chain.seed_head(session, run_id, found[1], found[2])  # the events this transaction appends chain onto it
+    return found[0]
 
 
 def run_status(connection: Connection, run_id: str) -> str:
@@ -50,7 +56,8 @@ def get_run(session: Session, run_id: str) -> RunRow:
 
 
 def add_event(session: Session, run_id: str, type: str, step: str | None = None, /, **data: Any) -> None:
-    session.add(EventRow(run_id=run_id, type=type, step=step, data=redact(data) if data else None, created_at=utcnow()))
+    """Append an event to the run's trail, chained to its previous event (:mod:`pipeline.store.chain`)."""
+    session.add(EventRow(**chain.append(session, run_id, type, step, redact(data) if data else None, utcnow())))
 
 
 def effect(session: Session, run_id: str, op_key: str) -> EffectRow:

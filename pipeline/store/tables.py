@@ -93,6 +93,11 @@ class RunRow(Base):
     estimated_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Guard counters, e.g. {"unknown_tool": 2, "tool_denied": 1, "duplicate_tool_call": 5}.
     counters: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # The head of the run's event chain (see pipeline/store/chain.py): how many events, and the last one's hash.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    event_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # A replay: the run whose recorded results this one reused up to its fork point (pipeline.replay).
+    replay_of: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -139,7 +144,8 @@ class BatchRow(Base):
 
 
 class EventRow(Base):
-    """Append-only trail: never updated, never deleted by Rubot."""
+    """Append-only trail: never updated, never deleted by Rubot. Each event is a link of its run's hash chain
+    (``seq`` 1, 2, 3 ... and ``hash``; see :mod:`pipeline.store.chain`)."""
 
     __tablename__ = "rubot_events"
 
@@ -149,6 +155,10 @@ class EventRow(Base):
     step: Mapped[str | None] = mapped_column(String(200), nullable=True)
     data: Mapped[Any] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_rubot_events_run_seq"),)
 
 
 class ApprovalRow(Base):
