@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 
 from pipeline.errors import ConfigurationError
 from pipeline.runtime import Runtime
-from pipeline.web import api, auth, batch_views, reads, views
+from pipeline.web import api, auth, batch_views, prometheus, reads, views
 from pipeline.web.auth import Authenticator
 from pipeline.web.security import secure_headers
 
@@ -72,6 +72,7 @@ def create_app(
     app.register_blueprint(batch_views.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.add_url_rule("/healthz", "healthz", healthz)
+    prometheus.register(app)
     app.register_error_handler(HTTPException, _http_error)
     app.after_request(secure_headers)
     return app
