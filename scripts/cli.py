@@ -219,6 +219,16 @@ def seed(count: int, days: float, seed_value: int) -> None:
     )
 
 
+@main.command()
+@click.argument("name")
+def graph(name: str) -> None:
+    """Print workflow NAME's steps as a Mermaid flowchart (what the console's workflow page draws)."""
+    from pipeline.definitions import registry
+    from pipeline.definitions.graph import mermaid
+
+    click.echo(mermaid(registry.workflow_of(_runtime(migrated=False), name)), nl=False)
+
+
 # --- decisions --------------------------------------------------------------------------------------------
 
 

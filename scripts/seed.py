@@ -19,6 +19,7 @@ from sqlalchemy import insert
 
 from pipeline.store.tables import (
     ApprovalRow,
+    BlobRow,
     EffectRow,
     EventRow,
     RunRow,
@@ -73,11 +74,12 @@ def seed(runtime: Any, runs: int = 300, *, days: float = 7.0, seed: int = 0, pre
     """Insert ``runs`` runs created over the last ``days`` days (deterministic for a given ``seed``)."""
     rng = random.Random(seed)
     now = utcnow()
-    rows: dict[str, list[dict[str, Any]]] = {"runs": [], "events": [], "effects": [], "approvals": []}
+    rows: dict[str, list[dict[str, Any]]] = {"runs": [], "events": [], "effects": [], "approvals": [], "blobs": []}
     for i in range(runs):
         _one(rng, now, days, f"{prefix}_{seed}_{i:06d}", rows)
     with runtime.db.transaction() as s:
-        for table, key in ((RunRow, "runs"), (EventRow, "events"), (EffectRow, "effects"), (ApprovalRow, "approvals")):
+        tables = ((RunRow, "runs"), (EventRow, "events"), (EffectRow, "effects"), (ApprovalRow, "approvals"))
+        for table, key in (*tables, (BlobRow, "blobs")):
             batch = rows[key]
             for start in range(0, len(batch), 5000):
                 s.execute(insert(table), batch[start : start + 5000])
@@ -250,6 +252,20 @@ def _agent_turns(rng, run_id, step, agent, event, tick, rows, totals) -> None:  
         for call in calls:
             failed = rng.random() < 0.12
             content = "order not found" if failed else json.dumps({"order_id": call["input"]["order_id"], "ok": True})
+            if not failed and rng.random() < 0.05:  # a result too large for the model, stored for read_data
+                token = f"blob_{run_id}_{n}_{call['id'][-1]}"
+                body = json.dumps({"orders": [{"id": k, "status": "delivered"} for k in range(400)]})
+                rows["blobs"].append(
+                    {
+                        "id": token,
+                        "run_id": run_id,
+                        "op_key": f"{op}/tool-{call['id']}",
+                        "content": body,
+                        "size": len(body),
+                        "created_at": clock_now(tick),
+                    }
+                )
+                content = json.dumps({"stored_result": token, "size": len(body), "note": "Call read_data."})
             rows["effects"].append(
                 {
                     "run_id": run_id,
@@ -269,6 +285,10 @@ def _agent_turns(rng, run_id, step, agent, event, tick, rows, totals) -> None:  
             )
         if last:
             break
+
+
+def clock_now(tick: Any) -> datetime:
+    return tick(0, 0.001)
 
 
 def _approval(rng, run_id, step, role, outcome, tick, event, rows) -> None:  # type: ignore[no-untyped-def]

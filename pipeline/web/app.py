@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 
 from pipeline.errors import ConfigurationError
 from pipeline.runtime import Runtime
-from pipeline.web import api, auth, batch_views, prometheus, reads, views
+from pipeline.web import api, auth, batch_views, console_views, prometheus, reads, views
 from pipeline.web.auth import Authenticator
 from pipeline.web.security import secure_headers
 
@@ -70,6 +70,7 @@ def create_app(
     }
     app.register_blueprint(views.bp)
     app.register_blueprint(batch_views.bp)
+    app.register_blueprint(console_views.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.add_url_rule("/healthz", "healthz", healthz)
     prometheus.register(app)
