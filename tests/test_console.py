@@ -6,6 +6,7 @@ Screenshots land in ``tests/artifacts/`` (console-*.png).
 
 from __future__ import annotations
 
+import html
 import re
 import uuid
 from collections.abc import Iterator
@@ -13,17 +14,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import event, text
 
 import pipeline
 from pipeline import runtime as rubot_runtime
+from pipeline.definitions.graph import mermaid
 from pipeline.engine import transitions
 from pipeline.store import queries
+from pipeline.testing import reply
 from pipeline.web import create_app
+from rubot_app.scripts import cli
 from rubot_app.scripts.seed import seed
+from tests import agent_workflows as aw
 from tests import engine_workflows as ew
 from tests import stacks, webkit, workflows
 from tests.conftest import _production
+from tests.test_agent_loop import SUPPORT, final
 from tests.test_browser_approvals import ARTIFACTS, chromium
 
 LAPTOP = (1366, 768)
@@ -93,6 +100,15 @@ def test_every_console_page_renders_with_a_bounded_number_of_queries_over_ten_th
         # Then it renders, with no more statements than its bound (the listener sees every one)
         assert page.status_code == 200, (name, page.get_data(as_text=True)[:400])
         assert 0 < len(statements) <= MAX_QUERIES[name], (name, len(statements), statements)
+
+    # And a run page reloads itself while its run is running, not once it finished
+    with big.runtime.db.engine.connect() as c:
+        running, done = (
+            c.execute(text("SELECT id FROM rubot_runs WHERE status = :s LIMIT 1"), {"s": s}).scalar_one()
+            for s in ("running", "completed")
+        )
+    assert 'http-equiv="refresh"' in client.get(f"/runs/{running}").get_data(as_text=True)
+    assert 'http-equiv="refresh"' not in client.get(f"/runs/{done}").get_data(as_text=True)
 
     # And the runs list is paginated in SQL: 10,000 runs, 50 on a page, and a count of them all
     listing = client.get("/runs").get_data(as_text=True)
@@ -237,3 +253,45 @@ def test_an_operator_reconciles_an_interrupted_side_effect_with_the_outcome_form
     [reconciled] = [e for e in done.events if e.type == "run.reconciled"]
     assert reconciled.data["by"] == "ops@example.com" and reconciled.data["happened"] is True
     assert re.search(r"reconciled by ops@example.com", client.get(f"/runs/{run.id}").get_data(as_text=True))
+
+
+def test_a_real_agent_runs_page_shows_its_transcript_and_a_timeline_numbered_from_one(stack, model, sink):
+    # Given a run whose agent called a tool, then answered (after other runs' events, so ids do not start at 1)
+    assert pipeline.run(workflows.LinearWorkflow, input={"sink": str(sink), "n": 1}, timeout=60).completed
+    model.add(
+        reply("Let me check.", tool_uses=[("lookup_order", {"order_id": 7})], usage={"input_tokens": 300}),
+        final("delivered; no refund"),
+    )
+    run = pipeline.run(aw.SupportWorkflow, input=SUPPORT, timeout=60)
+    assert run.status == "completed", run.error
+
+    # When its page is opened
+    page = html.unescape(
+        create_app(stack.runtime, secret_key="k").test_client().get(f"/runs/{run.id}").get_data(as_text=True)
+    )
+
+    # Then the timeline is numbered 1..n for this run, whatever the global event ids
+    numbers = [int(n) for n in re.findall(r'<td class="num number">(\d+)</td>', page)]
+    assert numbers == list(range(1, len(run.events) + 1))
+    # and the transcript shows each turn's text, the tool call's arguments and result, tokens and cost
+    assert 'id="turn-desk-1"' in page and 'id="turn-desk-2"' in page
+    assert "Let me check." in page
+    assert '<code class="arguments">{"order_id": 7}</code>' in page
+    assert '"status": "delivered"' in page
+    assert "tokens in 300" in page and "cache read 0" in page
+    assert "refresh" not in page.split("</head>")[0]  # a finished run does not reload
+
+
+def test_rubot_graph_prints_what_the_workflow_page_draws(stack):
+    result = CliRunner().invoke(cli.main, ["graph", "ApprovalWorkflow"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == mermaid(workflows.ApprovalWorkflow)
+    assert result.stdout.startswith("flowchart TD\n") and "approval by manager" in result.stdout
+    page = create_app(stack.runtime, secret_key="k").test_client().get("/workflows/ApprovalWorkflow")
+    assert html.unescape(page.get_data(as_text=True)).count(result.stdout.strip()) == 1
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+
+    unknown = CliRunner().invoke(cli.main, ["graph", "NoSuchWorkflow"])
+    assert unknown.exit_code == 2 and "no workflow named 'NoSuchWorkflow'" in unknown.stderr
+    assert "Traceback" not in unknown.output
+    assert create_app(stack.runtime, secret_key="k").test_client().get("/workflows/NoSuchWorkflow").status_code == 404

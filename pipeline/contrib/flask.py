@@ -93,6 +93,7 @@ class Rubot:
             or app.config.get("RUBOT_WEB_ADMIN_ROLE")
             or os.environ.get("RUBOT_WEB_ADMIN_ROLE")
             or auth.DEFAULT_ADMIN_ROLE,
+            "operator_role": app.config.get("RUBOT_WEB_OPERATOR_ROLE") or os.environ.get("RUBOT_WEB_OPERATOR_ROLE"),
             "secret_key_configured": bool(secret),
             "unauthorized": _unauthorized,
         }
