@@ -293,3 +293,30 @@ def test_a_daily_spend_threshold_raises_one_alert_per_workflow_and_agent(stack, 
     warnings = [r.getMessage() for r in caplog.records if r.name == "rubot.spend"]
     assert len(warnings) == 2, warnings
     assert any("workflow SupportWorkflow spent $" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RUBOT_SPEND_ALERT_USD", "lots"),
+        ("RUBOT_SPEND_ALERT_USD", "-1"),
+        ("RUBOT_SPEND_ALERTS", "{not json"),
+        ("RUBOT_SPEND_ALERTS", '{"SupportWorkflow": "ten"}'),
+        ("RUBOT_SPEND_ALERTS", '{"SupportWorkflow": 0}'),
+        ("RUBOT_METRICS_WINDOW_SECONDS", "0"),
+    ],
+)
+def test_bad_spend_and_metrics_settings_are_clear_errors_naming_the_variable(tmp_path, name, value):
+    from pipeline.errors import ConfigurationError
+    from pipeline.settings import load
+
+    with pytest.raises(ConfigurationError, match=name):
+        load({"RUBOT_HOME": str(tmp_path), name: value})
+
+
+def test_spend_settings_are_read_from_the_environment(tmp_path):
+    from pipeline.settings import load
+
+    settings = load({"RUBOT_SPEND_ALERT_USD": "2.5", "RUBOT_SPEND_ALERTS": '{"RefundDesk": 20}'})
+    assert (settings.spend_alert_usd, dict(settings.spend_alerts)) == (2.5, {"RefundDesk": 20.0})
+    assert load({"RUBOT_HOME": str(tmp_path)}).spend_alert_usd is None
