@@ -130,7 +130,11 @@ def _one(rng: random.Random, now: datetime, days: float, run_id: str, rows: dict
                 event("run.waiting_for_approval", step)
                 break
         if index == stop_at and status == "failed":
-            reason = "rejected" if kind == "approval" else rng.choice(FAILURES[:3] + FAILURES[4:])
+            reason = {
+                "approval": "rejected",
+                "agent": rng.choice(("model_error", "budget_exceeded", "invalid_output")),
+                "tool": "tool_error",
+            }.get(kind, "step_error")
             error = {"reason": reason, "message": f"{step} failed: {reason.replace('_', ' ')}", "step": step}
             event("step.failed", step, **error)
             break
