@@ -320,3 +320,69 @@ def test_spend_settings_are_read_from_the_environment(tmp_path):
     settings = load({"RUBOT_SPEND_ALERT_USD": "2.5", "RUBOT_SPEND_ALERTS": '{"RefundDesk": 20}'})
     assert (settings.spend_alert_usd, dict(settings.spend_alerts)) == (2.5, {"RefundDesk": 20.0})
     assert load({"RUBOT_HOME": str(tmp_path)}).spend_alert_usd is None
+
+
+class EnvelopeSink:
+    """A local HTTP server standing in for Sentry: it keeps every envelope POSTed to ``/api/42/envelope/``."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.envelopes: list[bytes] = []
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    import gzip
+
+                    body = gzip.decompress(body)
+                sink.envelopes.append(body)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.dsn = f"http://public@127.0.0.1:{self.server.server_port}/42"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+
+
+def test_a_spend_alert_reaches_sentry_once_when_the_process_initialised_it(tmp_path):
+    import sentry_sdk
+
+    # Given a process with Sentry initialised (pointing at a local envelope sink) and a run that spent today
+    stack = stacks.embedded_stack(tmp_path)
+    stack.migrate()
+    seed(stack.runtime, 1, days=0.0001, seed=5, prefix="sentry")
+    with stack.runtime.db.engine.connect() as c:
+        run_id, workflow = c.execute(text("SELECT id, workflow FROM rubot_runs")).one()
+    stack.runtime.settings = dataclasses.replace(stack.settings, spend_alerts={workflow: 0.000001})
+    sink = EnvelopeSink()
+    sentry_sdk.init(dsn=sink.dsn, default_integrations=False)
+    try:
+        # When its next model turn crosses the threshold, twice over
+        hook = SpendAlerts(stack.runtime)
+        for turn in (1, 2):
+            hook.model_turn_recorded(ModelTurnInfo(run_id, workflow, "step", turn, "some_agent", "m", cost_micros=9))
+        sentry_sdk.flush(timeout=10)
+    finally:
+        sentry_sdk.get_client().close()  # switched off again for the other tests of this process
+        sentry_sdk.get_global_scope().set_client(None)
+        sink.close()
+        stack.runtime.db.dispose()
+
+    # Then Sentry got exactly one message, naming the workflow, with the run as a tag
+    messages = [e for e in sink.envelopes if b"Rubot spend alert" in e]
+    assert len(messages) == 1, sink.envelopes
+    assert f"workflow {workflow} spent".encode() in messages[0]
+    assert run_id.encode() in messages[0]
+    assert not sentry_sdk.is_initialized()
