@@ -23,6 +23,7 @@ from celery import Celery
 from pipeline.engine.admission import AdmissionHooks
 from pipeline.engine.children import ChildHooks
 from pipeline.engine.hooks import HOOKS_KEY, HookChain, Hooks
+from pipeline.engine.spend import SpendAlerts
 from pipeline.errors import ConfigurationError
 from pipeline.models.base import ModelProvider
 from pipeline.notify import configure as notify_setup
@@ -60,8 +61,9 @@ class Runtime:
         self._db: Database | None = None
         self._model = model
         # Admission is the first hook: a run leaving "running" frees a slot for a waiting one. A child run coming to
-        # rest sends its parent's routing on again.
-        self.hooks = HookChain([AdmissionHooks(self), ChildHooks(self), *hooks])
+        # rest sends its parent's routing on again. Spend alerts return at once unless RUBOT_SPEND_ALERT_USD /
+        # RUBOT_SPEND_ALERTS switch them on.
+        self.hooks = HookChain([AdmissionHooks(self), ChildHooks(self), SpendAlerts(self), *hooks])
         self._resolve = threading.RLock()
         # Notifications are set up with the database (settings may be loaded lazily, e.g. from Django's).
         self._notify_args: dict[str, Any] = {"notifiers": notifiers, "directory": directory}

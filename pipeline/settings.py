@@ -78,6 +78,12 @@ class Settings:
     batch_poll_seconds: float = 60.0
     #: Submissions of one turn through the Message Batches API before an errored or expired request fails the run.
     batch_max_attempts: int = 3
+    #: Daily spend (USD, per UTC day) above which each workflow and each agent raises one alert; None: no alerts.
+    spend_alert_usd: float | None = None
+    #: Thresholds for named workflows or agents (USD per day), over ``spend_alert_usd``.
+    spend_alerts: Mapping[str, float] = field(default_factory=dict, hash=False)
+    #: The window ``/metrics`` reports over (seconds).
+    metrics_window_seconds: float = 24 * 3600.0
 
     @property
     def embedded(self) -> bool:
@@ -136,6 +142,11 @@ def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any
         web_secret_key=env.get("RUBOT_WEB_SECRET_KEY") or None,
         link_max_age_seconds=positive(env, "RUBOT_LINK_MAX_AGE_SECONDS", 3 * 24 * 3600, int),
         notify_sweep_seconds=positive(env, "RUBOT_NOTIFY_SWEEP_SECONDS", 30.0, float),
+        spend_alert_usd=positive(env, "RUBOT_SPEND_ALERT_USD", 1.0, float)
+        if env.get("RUBOT_SPEND_ALERT_USD")
+        else None,
+        spend_alerts=spend_table(env.get("RUBOT_SPEND_ALERTS")),
+        metrics_window_seconds=positive(env, "RUBOT_METRICS_WINDOW_SECONDS", 24 * 3600.0, float),
     )
 
 
@@ -230,3 +241,22 @@ def schedule_table(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigurationError("RUBOT_SCHEDULES must map schedule names to entries")
     return dict(value)
+
+
+def spend_table(value: Any) -> dict[str, float]:
+    """``RUBOT_SPEND_ALERTS``: workflow or agent name -> USD per day (JSON here, a dict in host settings)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"RUBOT_SPEND_ALERTS is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+        for k, v in value.items()
+    ):
+        raise ConfigurationError(
+            'RUBOT_SPEND_ALERTS must map workflow or agent names to positive USD amounts: {"RefundDesk": 20}'
+        )
+    return {name: float(usd) for name, usd in value.items()}

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -224,6 +225,64 @@ def _echo_departure(run_a: str, run_b: str) -> None:
     click.echo(f"First departure: {found.describe()}")
     click.echo(f"  {run_a}: {output.compact(found.a, 300)}")
     click.echo(f"  {run_b}: {output.compact(found.b, 300)}")
+
+
+@main.command()
+@click.option("--workflow", help="Only runs of this workflow (class name).")
+@click.option(
+    "--since",
+    default="24h",
+    show_default=True,
+    help="Runs created since: a span (30m, 24h, 7d, 2w) or an ISO date/time (UTC unless it says).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def stats(workflow: str | None, since: str, as_json: bool) -> None:
+    """Metrics per workflow and agent: runs by status, turns, tokens, cost, tool errors, failures, approvals."""
+    from pipeline.store import metrics
+
+    try:
+        start = metrics.parse_since(since)
+    except ConfigurationError as exc:
+        raise click.BadParameter(exc.message.removeprefix(f"--since {since!r} "), param_hint="--since") from None
+    rt = _runtime()
+    found = rt.db.reading(lambda s: metrics.collect(s, since=start, workflow=workflow))
+    if as_json:
+        click.echo(json.dumps(found.to_json(), indent=2))
+    else:
+        from rubot_app.scripts.stats_output import stats_lines
+
+        _echo_lines(stats_lines(found))
+
+
+@main.command()
+@click.option("--runs", "count", type=click.IntRange(1, 1_000_000), default=300, show_default=True, help="Runs to add.")
+@click.option(
+    "--days", type=click.FloatRange(0.01, 365), default=7.0, show_default=True, help="Spread over this many days."
+)
+@click.option(
+    "--seed", "seed_value", type=int, default=0, show_default=True, help="Random seed (same seed, same runs)."
+)
+def seed(count: int, days: float, seed_value: int) -> None:
+    """Fill the database with made-up runs (statuses, turns, costs, approvals) for the console and stats.
+
+    For a scratch database only: the runs are invented and never move.
+    """
+    from rubot_app.scripts.seed import seed as seed_runs
+
+    done = seed_runs(_runtime(), count, days=days, seed=seed_value, prefix=f"seed{uuid.uuid4().hex[:6]}")
+    click.echo(
+        f"Seeded {done.runs} runs ({done.events} events, {done.effects} ledger rows, {done.approvals} approvals)."
+    )
+
+
+@main.command()
+@click.argument("name")
+def graph(name: str) -> None:
+    """Print workflow NAME's steps as a Mermaid flowchart (what the console's workflow page draws)."""
+    from pipeline.definitions import registry
+    from pipeline.definitions.graph import mermaid
+
+    click.echo(mermaid(registry.workflow_of(_runtime(migrated=False), name)), nl=False)
 
 
 # --- decisions --------------------------------------------------------------------------------------------

@@ -63,6 +63,10 @@ def test_get_on_every_page_link_and_endpoint_changes_nothing(stack, sink):
         "/api/approvals",
         *(f"/api/runs/{run.id}/{action}" for action in ("approve", "reject", "request-changes", "cancel")),
     ]
+    # the console's pages, and its operator actions (which answer GET with 405)
+    console_pages = ["/dashboard", "/workflows", "/workflows/ApprovalWorkflow", "/metrics", "/runs?user=nobody"]
+    console_actions = [f"/runs/{run.id}/retry", f"/runs/{run.id}/reconcile"]
+    paths += console_pages + console_actions
 
     # When every page, link and endpoint is fetched with GET (and HEAD), as a signed-in manager with a token
     statuses = {}
@@ -81,7 +85,8 @@ def test_get_on_every_page_link_and_endpoint_changes_nothing(stack, sink):
     # Then the pages answered, the action URLs refused the method, and nothing at all changed
     assert statuses["GET", "/"] == 302  # to /runs
     assert all(statuses["GET", p] == 200 for p in paths[1:8]), statuses
-    assert all(statuses["GET", p] == 405 for p in paths[8:15] + paths[17:]), statuses
+    assert all(statuses["GET", p] == 405 for p in paths[8:15] + paths[17:21] + console_actions), statuses
+    assert all(statuses["GET", p] == 200 for p in console_pages), statuses
     assert statuses["GET", f"/api/runs/{run.id}"] == 200 and statuses["GET", "/api/approvals"] == 200
     assert snapshot(stack, run.id) == before
     assert sink_lines(sink) == [f"{run.id} prepare"]

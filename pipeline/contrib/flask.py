@@ -29,7 +29,7 @@ from flask import Flask, Request, abort, current_app
 
 from pipeline.auth.principal import Authenticator, Principal
 from pipeline.runtime import Runtime
-from pipeline.web import api, auth, batch_views, reads, views
+from pipeline.web import api, auth, batch_views, console_views, reads, views
 
 EXTENSION = "rubot"
 
@@ -93,6 +93,7 @@ class Rubot:
             or app.config.get("RUBOT_WEB_ADMIN_ROLE")
             or os.environ.get("RUBOT_WEB_ADMIN_ROLE")
             or auth.DEFAULT_ADMIN_ROLE,
+            "operator_role": app.config.get("RUBOT_WEB_OPERATOR_ROLE") or os.environ.get("RUBOT_WEB_OPERATOR_ROLE"),
             "secret_key_configured": bool(secret),
             "unauthorized": _unauthorized,
         }
@@ -100,4 +101,5 @@ class Rubot:
         app.config.setdefault("MAX_CONTENT_LENGTH", 1024 * 1024)
         app.register_blueprint(views.bp, url_prefix=self.url_prefix or None)
         app.register_blueprint(batch_views.bp, url_prefix=self.url_prefix or None)
+        app.register_blueprint(console_views.bp, url_prefix=self.url_prefix or None)
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")

@@ -109,6 +109,9 @@ class RunRow(Base):
         Index("ix_rubot_runs_subject_status", "subject_key", "status"),
         Index("ix_rubot_runs_batch_status", "batch_id", "status"),
         Index("ix_rubot_runs_parent", "parent_run_id"),
+        # The console's runs list and the metrics window read runs by creation time.
+        Index("ix_rubot_runs_created", "created_at"),
+        Index("ix_rubot_runs_workflow_created", "workflow", "created_at"),
         Index(
             "ix_rubot_runs_active",
             "workflow",
@@ -158,7 +161,11 @@ class EventRow(Base):
     seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
     hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_rubot_events_run_seq"),)
+    # One chain position per run; spend today and the agents' metrics read events by type and time.
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq", name="uq_rubot_events_run_seq"),
+        Index("ix_rubot_events_type_created", "type", "created_at"),
+    )
 
 
 class ApprovalRow(Base):
@@ -310,3 +317,21 @@ class LinkUseRow(Base):
     approval_id: Mapped[str] = mapped_column(String(40))
     principal_id: Mapped[str] = mapped_column(String(200))
     used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SpendAlertRow(Base):
+    """A daily spend alert raised for a workflow or an agent: the unique key makes it once per name and day,
+    however many workers cross the threshold at the same moment (see :mod:`pipeline.engine.spend`)."""
+
+    __tablename__ = "rubot_spend_alerts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(16))  # "workflow" or "agent"
+    name: Mapped[str] = mapped_column(String(200))
+    day: Mapped[str] = mapped_column(String(10))  # the UTC day, YYYY-MM-DD
+    threshold_micros: Mapped[int] = mapped_column(BigInteger)
+    spent_micros: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("scope", "name", "day", name="uq_rubot_spend_alerts_scope_name_day"),)

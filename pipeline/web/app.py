@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response
 
 from pipeline.errors import ConfigurationError
 from pipeline.runtime import Runtime
-from pipeline.web import api, auth, batch_views, reads, views
+from pipeline.web import api, auth, batch_views, console_views, prometheus, reads, views
 from pipeline.web.auth import Authenticator
 from pipeline.web.security import secure_headers
 
@@ -28,6 +28,7 @@ def create_app(
     secret_key: str | None = None,
     authenticator: Authenticator | None = None,
     admin_role: str | None = None,
+    operator_role: str | None = None,
 ) -> Flask:
     """Build the web app.
 
@@ -41,7 +42,8 @@ def create_app(
     Without one, ``RUBOT_WEB_AUTH`` chooses (``proxy``: trusted oauth2-proxy headers; ``dev``: a loopback-only
     development principal); with neither, the pages are read-only and no decision is served. The JSON API always
     authenticates with personal API tokens. ``admin_role`` (default ``RUBOT_WEB_ADMIN_ROLE`` or ``rubot_admin``)
-    may cancel any run from the pages.
+    may cancel any run from the pages; ``operator_role`` (default ``RUBOT_WEB_OPERATOR_ROLE`` or ``rubot_operator``)
+    may cancel, retry and reconcile any run from the console.
     """
     app = Flask(__name__, template_folder="templates", static_folder=None)  # styles are inline
     app.config.update(
@@ -66,12 +68,15 @@ def create_app(
         "authenticator": authenticator,
         "auth_mode": mode,
         "admin_role": admin_role or os.environ.get("RUBOT_WEB_ADMIN_ROLE") or auth.DEFAULT_ADMIN_ROLE,
+        "operator_role": operator_role or os.environ.get("RUBOT_WEB_OPERATOR_ROLE") or auth.DEFAULT_OPERATOR_ROLE,
         "secret_key_configured": bool(secret_key or os.environ.get("RUBOT_WEB_SECRET_KEY")),
     }
     app.register_blueprint(views.bp)
     app.register_blueprint(batch_views.bp)
+    app.register_blueprint(console_views.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.add_url_rule("/healthz", "healthz", healthz)
+    prometheus.register(app)
     app.register_error_handler(HTTPException, _http_error)
     app.after_request(secure_headers)
     return app

@@ -35,6 +35,9 @@ Authenticator = Callable[[Any], "Principal | None"]
 MODES = ("none", "proxy", "dev")
 #: Holders of this role may cancel any run from the pages (besides the run's own launcher).
 DEFAULT_ADMIN_ROLE = "rubot_admin"
+#: Holders of this role (or the admin role) operate runs from the console: cancel any run, retry a dead-lettered
+#: one, reconcile one that needs reconciliation.
+DEFAULT_OPERATOR_ROLE = "rubot_operator"
 
 NO_AUTHENTICATOR = (
     "This Rubot web process has no authenticator configured, so it serves no decisions (pages are read-only). "
@@ -79,3 +82,14 @@ def principal() -> Principal | None:
 
 def admin_role() -> str:
     return current_app.extensions["rubot_web"].get("admin_role") or DEFAULT_ADMIN_ROLE
+
+
+def operator_role() -> str:
+    """The role that may cancel, retry and reconcile any run from the console (``RUBOT_WEB_OPERATOR_ROLE``)."""
+    configured = current_app.extensions["rubot_web"].get("operator_role")
+    return configured or os.environ.get("RUBOT_WEB_OPERATOR_ROLE") or DEFAULT_OPERATOR_ROLE
+
+
+def may_operate(who: Principal) -> bool:
+    """Whether ``who`` may cancel, retry or reconcile any run from the console."""
+    return who.has_role(operator_role()) or who.has_role(admin_role())

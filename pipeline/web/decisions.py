@@ -87,17 +87,26 @@ def _decision(*, comment: Any, payload: Any, approval_id: Any) -> Decision:
     return Decision(comment=comment, payload=payload, approval_id=approval_id)
 
 
-def may_cancel(run: Run, principal: Principal, admin_role: str) -> bool:
-    """From the web, a run is cancelled by whoever launched it or by a holder of the admin role."""
+def may_cancel(run: Run, principal: Principal, admin_role: str, operator_role: str | None = None) -> bool:
+    """From the web, a run is cancelled by whoever launched it or by a holder of the admin (or operator) role."""
+    if operator_role is not None and principal.has_role(operator_role):
+        return True
     return principal.has_role(admin_role) or (run.user_id is not None and run.user_id == principal.id)
 
 
 def apply(
-    run: Run, action: str, decision: Decision, principal: Principal, *, admin_role: str, link_id: str | None = None
+    run: Run,
+    action: str,
+    decision: Decision,
+    principal: Principal,
+    *,
+    admin_role: str,
+    link_id: str | None = None,
+    operator_role: str | None = None,
 ) -> Approval | None:
     """Perform ``action`` on ``run`` as ``principal``; Rubot errors (forbidden, already decided...) propagate."""
     if action == "cancel":
-        if not may_cancel(run, principal, admin_role):
+        if not may_cancel(run, principal, admin_role, operator_role):
             raise Forbidden(
                 f"{principal.id} may not cancel run {run.id}: only whoever launched it or a holder of the "
                 f"{admin_role!r} role may"

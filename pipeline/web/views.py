@@ -19,7 +19,7 @@ from pipeline.auth.principal import Principal
 from pipeline.errors import RubotError
 from pipeline.redact import redact
 from pipeline.store.tables import RUN_STATUSES
-from pipeline.web import auth, decisions, links, principals, reads
+from pipeline.web import auth, console, decisions, links, principals, reads
 from pipeline.web.errors import invalid_request, status_for
 from pipeline.web.security import check_csrf, csrf_token, secure_headers
 
@@ -33,6 +33,23 @@ bp.after_request(secure_headers)
 def pretty(value: Any) -> str:
     """Indented JSON for the pages, secrets redacted (Jinja autoescape escapes it like any other string)."""
     return json.dumps(redact(value), indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@bp.app_template_filter("rubot_compact")
+def compact(value: Any) -> str:
+    """One-line JSON, secrets redacted (escaped by Jinja like any other string)."""
+    return json.dumps(redact(value), sort_keys=True, ensure_ascii=False, default=str, separators=(", ", ": "))
+
+
+@bp.app_template_filter("rubot_seconds")
+def seconds(value: float | None) -> str:
+    """A duration: ``0.42 s``, ``12.3 s``, ``4m05s``, ``2h07m``."""
+    if value is None:
+        return "—"
+    if value < 60:
+        return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
+    whole = int(value)
+    return f"{whole // 60}m{whole % 60:02d}s" if whole < 3600 else f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 @bp.app_template_filter("rubot_when")
@@ -75,18 +92,29 @@ def index() -> Response:
 
 @bp.get("/runs")
 def runs() -> str:
-    status = request.args.get("status") or None
-    if status is not None and status not in RUN_STATUSES:
-        raise invalid_request(f"unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}")
-    workflow = request.args.get("workflow") or None
-    limit = _int_arg("limit", default=100, low=1, high=500)
-    found = reads.list_runs(statuses=[status] if status else None, workflow=workflow, limit=limit)
-    return render_template("rubot_runs.html", runs=found, status=status, workflow=workflow, statuses=RUN_STATUSES)
+    """The runs list, filtered by status, workflow, subject, user and creation date, paginated in SQL."""
+    where = console.RunFilter.from_args(request.args)
+    per_page = _int_arg("per_page", default=console.PER_PAGE, low=1, high=500)
+    found = console.runs_page(where, page=_int_arg("page", default=1, low=1, high=10**9), per_page=per_page)
+    return render_template("rubot_runs.html", found=found, where=where, statuses=RUN_STATUSES)
 
 
 @bp.get("/runs/<run_id>")
 def run_detail(run_id: str) -> str:
-    return render_template("rubot_run.html", run=reads.get_run(run_id))
+    """A run as a timeline (numbered events, step durations, who did what), its agents' transcripts, approvals,
+    ledger and the operator's actions; refreshed while the run is queued or running."""
+    run = reads.get_run(run_id)
+    entries, steps = console.timeline(run)
+    who = auth.principal()
+    return render_template(
+        "rubot_run.html",
+        run=run,
+        entries=entries,
+        steps=steps,
+        transcript=console.transcript(run),
+        operator=who is not None and auth.may_operate(who),
+        refresh=run.status in ("queued", "running"),
+    )
 
 
 @bp.get("/approvals")
@@ -159,7 +187,7 @@ def _act(run_id: str, action: str) -> Response | tuple[str, int]:
         # Show the approver their form again, filled in, with what was wrong: nothing was recorded.
         return _approval_page(run_id, error=exc.message, form=request.form.to_dict()), status_for(exc)
     run = reads.get_run(run_id)
-    decisions.apply(run, action, decision, who, admin_role=auth.admin_role())
+    decisions.apply(run, action, decision, who, admin_role=auth.admin_role(), operator_role=auth.operator_role())
     flash(f"Run {run.id} was {decisions.PAST_TENSE[action]} by {who.display_name}; it is now {run.status}.")
     return redirect(url_for("rubot.run_detail", run_id=run.id), code=303)
 

@@ -1,7 +1,7 @@
 """durable operations: a run launched by an operation's routing links to its parent run
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0009
 Create Date: 2026-11-23
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
