@@ -17,6 +17,7 @@ refunds never exceed the order — which is what stops instructions smuggled int
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "SupportDeskPolicy",
     "SupportTriageWorkflow",
     "TriageEmail",
+    "triage_answer",
 ]
 
 ACTIONS = ("refund", "replacement", "answered", "clarification", "already_refunded", "declined", "escalated")
@@ -113,19 +115,22 @@ class TriageEmail(Agent):
     }
     max_turns = 3
     max_tokens = 20_000
-    max_cost = 0.02
+    # A lost response is charged at an upper bound (the full output allowance at the dearest rate), so the budget
+    # leaves room for one such estimate besides the turn itself.
+    max_response_tokens = 256
+    max_cost = 0.05
 
     def offline_turn(self, request: ModelRequest) -> ModelResponse:
-        import json
-
         mail = json.loads(request.messages[0]["content"])
-        found = ORDER_WORDS.findall(f"{mail['subject']}\n{mail['body']}")
-        answer = (
-            {"intent": "order_issue", "reason": f"mentions {', '.join(dict.fromkeys(f.lower() for f in found))}"}
-            if found
-            else {"intent": "other", "reason": "no order, delivery or refund mentioned"}
-        )
-        return support_playbook.respond(request, "Triage.", [(FINAL_ANSWER_TOOL, answer)], 1)
+        return support_playbook.respond(request, "Triage.", [(FINAL_ANSWER_TOOL, triage_answer(mail))], 1)
+
+
+def triage_answer(mail: dict[str, Any]) -> dict[str, str]:
+    """The offline triage rule: an e-mail that mentions an order, a parcel, a refund... is an order issue."""
+    found = ORDER_WORDS.findall(f"{mail['subject']}\n{mail['body']}")
+    if found:
+        return {"intent": "order_issue", "reason": f"mentions {', '.join(dict.fromkeys(f.lower() for f in found))}"}
+    return {"intent": "other", "reason": "no order, delivery or refund mentioned"}
 
 
 class SupportAgent(Agent):

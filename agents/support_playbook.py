@@ -46,8 +46,17 @@ class Step:
             return None
 
 
+def _text(content: Any) -> str:
+    """A message or tool-result content as text: a string, or the text of its blocks (the API's wire form)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
 def history(messages: list[dict[str, Any]]) -> list[Step]:
-    """The tool calls of earlier turns with their results, in order."""
+    """The tool calls of earlier turns with their results, in order (Rubot's or the Messages API's form)."""
     results: dict[str, tuple[str, bool]] = {}
     calls: list[tuple[str, str, dict[str, Any]]] = []
     for message in messages[1:]:
@@ -58,7 +67,7 @@ def history(messages: list[dict[str, Any]]) -> list[Step]:
             if block.get("type") == "tool_use":
                 calls.append((block["id"], block["name"], block.get("input") or {}))
             elif block.get("type") == "tool_result":
-                results[block["tool_use_id"]] = (str(block.get("content", "")), bool(block.get("is_error")))
+                results[block["tool_use_id"]] = (_text(block.get("content", "")), bool(block.get("is_error")))
     return [Step(name, args, *results[id_]) for id_, name, args in calls if id_ in results]
 
 
@@ -124,18 +133,23 @@ def _last(steps: list[Step], name: str) -> Step | None:
 
 def support_turn(request: ModelRequest) -> ModelResponse:
     """The next turn of the support agent for the conversation in ``request``."""
-    mail = json.loads(request.messages[0]["content"])
-    steps = history(request.messages)
-    turn = (len(request.messages) + 1) // 2
+    text, calls = next_turn(request.messages)
+    return respond(request, text, calls, (len(request.messages) + 1) // 2)
+
+
+def next_turn(messages: list[dict[str, Any]]) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """What the support agent says and calls next, given the conversation so far (the first user message is the
+    e-mail as JSON). Works on Rubot's transcript and on a Messages API request body alike."""
+    mail = json.loads(_text(messages[0]["content"]))
+    steps = history(messages)
     sent = _last(steps, "send_reply")
     if sent is None:
-        text, calls = _decide(_Play(mail, steps))
-        return respond(request, text, calls, turn)
+        return _decide(_Play(mail, steps))
     # The reply went out: the decision that led to it (same inputs, same outcome) becomes the final answer.
     play = _Play(mail, [s for s in steps if s.name != "send_reply"])
     thought, _ = _decide(play)
     answer = {**play.answer, "reply_sent": not sent.is_error, "summary": thought}
-    return respond(request, "Reply sent; here is my final answer.", [(FINAL_ANSWER_TOOL, answer)], turn)
+    return "Reply sent; here is my final answer.", [(FINAL_ANSWER_TOOL, answer)]
 
 
 def _decide(play: _Play) -> tuple[str, list[tuple[str, dict[str, Any]]]]:

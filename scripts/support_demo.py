@@ -41,6 +41,7 @@ TIMEOUT = 300.0
 LEAD = Principal.of("dana.lead@example.com", roles=["support_lead"], display_name="Dana (support lead)")
 AGENT = Principal.of("sam.agent@example.com", roles=["support_agent"], display_name="Sam (support agent)")
 OUTAGE = "Meridian"
+MODEL_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "RUBOT_MODEL")
 
 
 def demo_settings(home: Path, model: str) -> Settings:
@@ -51,7 +52,7 @@ def demo_settings(home: Path, model: str) -> Settings:
             "RUBOT_MODEL_PROVIDER": model,
             "RUBOT_LOG_LEVEL": "ERROR",
             "RUBOT_MAX_RUNNING": "50",
-            **({"ANTHROPIC_API_KEY": os.environ["ANTHROPIC_API_KEY"]} if model == "anthropic" else {}),
+            **({k: os.environ[k] for k in MODEL_VARIABLES if os.environ.get(k)} if model == "anthropic" else {}),
         }
     )
 

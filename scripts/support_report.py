@@ -21,7 +21,7 @@ from rubot_app.tools import support_payments
 
 TRIAGE = ("SupportTriageWorkflow", "NightlySupportInbox")
 HANDLERS = ("SupportCaseWorkflow", "GeneralInquiryWorkflow")
-RESTING = ("completed", "failed", "cancelled", "waiting_for_approval", "needs_reconciliation", "dead")
+RESTING = ("completed", "failed", "cancelled", "waiting_for_approval", "needs_reconciliation", "dead_letter")
 
 
 @dataclass
@@ -200,7 +200,7 @@ def render(report: Report, *, title: str = "Refund desk report") -> list[str]:
         who = f" by {a.decided_by}" if a.decided_by else ""
         lines.append(f"  {mail.email_id}  {a.role:<13} {a.status:<9}{who}  {a.summary or a.reason}")
     lines.append("")
-    failures = [(mail, r) for mail in report.mails for r in mail.runs if r.status in ("failed", "dead")]
+    failures = [(mail, r) for mail in report.mails for r in mail.runs if r.status in ("failed", "dead_letter")]
     refusals = [(mail, e) for mail in report.mails for r in mail.runs for e in r.events if e.type in ("tool.denied",)]
     lines.append(f"Failures: {len(failures)} failed run(s); {len(refusals)} tool call(s) refused by policy")
     for mail, r in failures[:20]:
