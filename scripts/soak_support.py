@@ -9,7 +9,9 @@ What it does, in order:
    migrated; the payment service and outbox tables (the app's own) are created in the same database, which every
    process shares — that is where duplicate refunds would show.
 2. Starts ``celery -A rubot_app.tasks.app worker`` as a subprocess (prefork, ``--concurrency``), short leases so a
-   killed worker's work is taken over quickly, the carrier Meridian in outage mode, the offline support agent.
+   killed worker's work is taken over quickly, the carrier Meridian in outage mode, the offline support agent, and
+   a payment service that answers ``--payment-latency`` seconds (0.5) after applying a refund — a kill in that
+   window leaves a refund made but not recorded, which the retried call must not make again.
 3. Enqueues one ``SupportTriageWorkflow`` run per generated e-mail (the demo's mix, repeated with fresh orders).
 4. Every 2-6 seconds of work (``--kill-min``/``--kill-max``, counted from when the worker says it is ready)
    SIGKILLs the worker's whole process group and starts a new one, and sweeps for stuck runs every second as beat
@@ -50,6 +52,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--postgres-admin", default=os.environ.get("RUBOT_SOAK_POSTGRES_ADMIN", POSTGRES_ADMIN))
     parser.add_argument("--home", type=Path, default=Path(".rubot/soak-support"), help="logs go here")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--payment-latency",
+        type=float,
+        default=0.5,
+        help="seconds the payment service takes to answer after applying a refund (kills land in that window)",
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
@@ -159,6 +167,7 @@ def soak(args: argparse.Namespace, url: str) -> int:
         "RUBOT_MAX_RECOVERIES": "50",
         "SUPPORT_DESK_CARRIER_OUTAGE": "Meridian",
         "SUPPORT_DESK_DATABASE_URL": url,
+        "SUPPORT_DESK_PAYMENT_LATENCY": str(args.payment_latency),
     }
     os.environ.update(env)
     args.home.mkdir(parents=True, exist_ok=True)

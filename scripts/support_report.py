@@ -196,9 +196,12 @@ def render(report: Report, *, title: str = "Refund desk report") -> list[str]:
     lines.append("")
     approvals = [(mail, a) for mail in report.mails for r in mail.runs for a in r.approvals]
     lines.append(f"Approvals: {len(approvals)}")
-    for mail, a in approvals:
+    for mail, a in approvals[:12]:
         who = f" by {a.decided_by}" if a.decided_by else ""
         lines.append(f"  {mail.email_id}  {a.role:<13} {a.status:<9}{who}  {a.summary or a.reason}")
+    if len(approvals) > 12:
+        decided = ", ".join(f"{k} {v}" for k, v in sorted(Counter(a.status for _, a in approvals).items()))
+        lines.append(f"  ... and {len(approvals) - 12} more (all {len(approvals)}: {decided})")
     lines.append("")
     failures = [(mail, r) for mail in report.mails for r in mail.runs if r.status in ("failed", "dead_letter")]
     refusals = [(mail, e) for mail in report.mails for r in mail.runs for e in r.events if e.type in ("tool.denied",)]

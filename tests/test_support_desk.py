@@ -207,3 +207,25 @@ def test_the_nightly_inbox_tick_sent_twice_handles_every_email_once(production, 
     assert {r.workflow for r in runs} == {support_desk.NightlySupportInbox.name}
     assert support_report.problems(report) == []
     assert sum(1 for m in report.mails if m.outcome == "waiting_for_approval") == 4  # the large refunds
+
+
+def test_the_payment_service_applies_a_key_once_and_refuses_a_second_refund_of_an_order(tmp_path, monkeypatch):
+    # Given the seeded payment service on a database of its own
+    import pytest
+
+    from rubot_app.tools import support_payments
+
+    monkeypatch.setenv(support_payments.URL_VARIABLE, f"sqlite:///{tmp_path / 'payments.sqlite3'}")
+
+    # When a refund is asked for, then asked again with the same key, then with another key for the same order
+    first = support_payments.refund(idempotency_key="k1", order_id="ORD-10050", amount_cents=9800, reason="lost")
+    again = support_payments.refund(idempotency_key="k1", order_id="ORD-10050", amount_cents=9800, reason="lost")
+    with pytest.raises(support_payments.RefundRefused, match="already refunded"):
+        support_payments.refund(idempotency_key="k2", order_id="ORD-10050", amount_cents=9800, reason="twice")
+
+    # Then one refund exists, the repeat was answered with it, and every call is on record
+    assert (again.refund_id, again.replayed, first.replayed) == (first.refund_id, True, False)
+    ledger = support_payments.ledger()
+    assert [r["id"] for r in ledger.refunds] == [first.refund_id]
+    assert [c["outcome"] for c in ledger.calls] == ["applied", "replayed", "refused"]
+    assert ledger.applied_per_key() == {"k1": 1}

@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,9 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 from pipeline.errors import ToolError
 
 URL_VARIABLE = "SUPPORT_DESK_DATABASE_URL"
+#: Seconds the payment provider takes to answer after it applied a refund (default 0). A real provider answers in
+#: a fraction of a second; the soak sets this so worker kills land between "applied" and "answered".
+LATENCY_VARIABLE = "SUPPORT_DESK_PAYMENT_LATENCY"
 
 metadata = sa.MetaData()
 refunds = sa.Table(
@@ -130,11 +134,16 @@ def refund(*, idempotency_key: str, order_id: str, amount_cents: int, reason: st
                     )
                 )
                 _record(c, idempotency_key, order_id, amount_cents, "applied")
-                return Refund(refund_id, order_id, amount_cents, replayed=False)
-            _record(c, idempotency_key, order_id, amount_cents, "refused")
+                made = Refund(refund_id, order_id, amount_cents, replayed=False)
+            else:
+                _record(c, idempotency_key, order_id, amount_cents, "refused")
+                made = None
     except IntegrityError:
         # A concurrent call with the same key or order committed first: answer as if we had come second.
         return refund(idempotency_key=idempotency_key, order_id=order_id, amount_cents=amount_cents, reason=reason)
+    if made is not None:
+        time.sleep(float(os.environ.get(LATENCY_VARIABLE) or 0))  # the provider's answer is on its way back
+        return made
     raise RefundRefused(
         f"order {order_id} was already refunded ({prior.amount_cents} cents, refund {prior.id} on "
         f"{prior.created_at:%Y-%m-%d}); a second refund is not allowed",
