@@ -263,8 +263,8 @@ def soak(args: argparse.Namespace, url: str) -> int:
         "duplicate_refunds": duplicates,
         "runs_not_at_rest": len(not_resting),
         "statuses": {f"{w} {s}": n for (w, s), n in sorted(statuses.items())},
-        "cost_per_email_p50_usd": round(support_report._percentile(report.costs, 50), 5),
-        "cost_per_email_p95_usd": round(support_report._percentile(report.costs, 95), 5),
+        "cost_per_email_p50_usd": round(support_report.percentile(report.costs, 50), 5),
+        "cost_per_email_p95_usd": round(support_report.percentile(report.costs, 95), 5),
         "problems": found,
     }
     print("")

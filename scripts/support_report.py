@@ -57,7 +57,8 @@ class Report:
     statuses: Counter = field(default_factory=Counter)
 
 
-def _percentile(values: list[float], p: float) -> float:
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile of ``values`` (0 for none)."""
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -168,10 +169,10 @@ def render(report: Report, *, title: str = "Refund desk report") -> list[str]:
     turns, costs = report.turns, report.costs
     total = sum(costs)
     lines.append("Per e-mail (triage + handling run):")
-    lines.append(f"  model turns   p50 {_percentile(turns, 50):.0f}   p95 {_percentile(turns, 95):.0f}   max "
+    lines.append(f"  model turns   p50 {percentile(turns, 50):.0f}   p95 {percentile(turns, 95):.0f}   max "
                  f"{max(turns, default=0)}")  # fmt: skip
     lines.append(
-        f"  cost (USD)    p50 {_percentile(costs, 50):.4f}   p95 {_percentile(costs, 95):.4f}   total {total:.4f}"
+        f"  cost (USD)    p50 {percentile(costs, 50):.4f}   p95 {percentile(costs, 95):.4f}   total {total:.4f}"
     )
     base = total + report.savings
     share = f" ({report.savings / base:.0%} of what it would cost uncached)" if base else ""
