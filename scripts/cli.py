@@ -581,18 +581,32 @@ def flower(address: str, port: int, flower_args: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("app", type=click.Choice(["travel", "support"]), default="travel")
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".rubot/demo"),
-    show_default=True,
-    help="Demo folder (SQLite database and broker); wiped at the start.",
+    default=None,
+    help="Demo folder (SQLite database and broker); wiped at the start. [default: .rubot/demo, .rubot/demo-support]",
 )
-def demo(home: Path) -> None:
-    """Run the conference-travel reference app end to end, with no servers and no API key."""
-    from rubot_app.scripts.demo import run_demo
+@click.option(
+    "--model",
+    type=click.Choice(["offline", "anthropic"]),
+    default="offline",
+    show_default=True,
+    help="support only: the offline support agent, or the real model (needs ANTHROPIC_API_KEY).",
+)
+def demo(app: str, home: Path | None, model: str) -> None:
+    """Run a reference app end to end with no servers: APP is travel (the conference-travel review, the default)
+    or support (the refund desk over its seeded inbox of 50 e-mails)."""
+    if app == "support":
+        from rubot_app.scripts.support_demo import run_support_demo
 
-    if not run_demo(home, echo=click.echo):
+        ok = run_support_demo(home or Path(".rubot/demo-support"), model=model, echo=click.echo)
+    else:
+        from rubot_app.scripts.demo import run_demo
+
+        ok = run_demo(home or Path(".rubot/demo"), echo=click.echo)
+    if not ok:
         raise click.exceptions.Exit(RUN_ERROR)
 
 

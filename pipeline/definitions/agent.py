@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import marshmallow
 from marshmallow import Schema
@@ -10,6 +10,9 @@ from marshmallow import Schema
 from pipeline.definitions import registry, schemas
 from pipeline.definitions.tool import Tool, assign_name, resolve
 from pipeline.errors import DefinitionError, InvalidAgentInput, InvalidAgentOutput
+
+if TYPE_CHECKING:
+    from pipeline.models.base import ModelRequest, ModelResponse
 
 #: The model of agents that name none, unless RUBOT_MODEL says otherwise: the newest Sonnet in the SDK's model list
 #: that answers without thinking blocks unless asked (Rubot's transcripts do not carry thinking blocks back).
@@ -87,6 +90,14 @@ class Agent:
         """A deterministic answer for the offline model. Agents without one cannot run offline."""
         raise NotImplementedError
 
+    def offline_turn(self, request: ModelRequest) -> ModelResponse:
+        """A deterministic *turn* for the offline model: override to play multi-turn transcripts (tool calls,
+        then a ``final_answer``) from the conversation so far (``request.messages``, rebuilt from the ledger).
+
+        When overridden it is used instead of :meth:`offline`. The default is not used (``offline`` answers).
+        """
+        raise NotImplementedError
+
     @classmethod
     def tool_classes(cls) -> tuple[type[Tool], ...]:
         """The resolved Tool classes the model may call (``tools`` as declared, names looked up)."""
@@ -104,7 +115,12 @@ class Agent:
 
     @classmethod
     def has_offline_answer(cls) -> bool:
-        return cls.offline is not Agent.offline
+        return cls.offline is not Agent.offline or cls.plays_offline_turns()
+
+    @classmethod
+    def plays_offline_turns(cls) -> bool:
+        """Whether the offline model asks :meth:`offline_turn` for each turn (it is overridden)."""
+        return cls.offline_turn is not Agent.offline_turn
 
     @classmethod
     def validate_input(cls, data: Any) -> Any:
