@@ -5,8 +5,10 @@ the order up, asks the carrier, refunds or arranges a replacement, and answers.
   then its ``route`` step starts the run that handles it: ``SupportCaseWorkflow`` (the ``SupportAgent`` with its
   tools) or ``GeneralInquiryWorkflow`` (an acknowledgement). The routed run's id is derived from the triage run's,
   so a redelivered ``route`` step starts it once.
-* ``SupportDeskOperation.launch`` runs the triage, then waits for the routed run and returns it — a
-  ``waiting_for_approval`` run when the agent asked for a refund above the threshold.
+* ``SupportDeskOperation`` — the durable entry point: its routing (run by a worker as the operation's run) runs
+  ``SupportEmailTriage`` (the triage alone), routes by the intent it found and runs the handling workflow as its
+  second child, then returns that run — a ``waiting_for_approval`` run when the agent asked for a refund above
+  the threshold. A crashed caller or worker never loses the second leg.
 * ``NightlySupportInbox`` — the same inbox on Celery beat: one triage run per e-mail of the seeded inbox, nightly.
 
 Who the desk acts for: every run's context carries the customer as its ``user`` (see :func:`customer_context`).
@@ -40,6 +42,7 @@ __all__ = [
     "SupportCaseWorkflow",
     "SupportDeskOperation",
     "SupportDeskPolicy",
+    "SupportEmailTriage",
     "SupportTriageWorkflow",
     "TriageEmail",
     "triage_answer",
@@ -301,17 +304,26 @@ class SupportTriageWorkflow(Workflow):
         return start_routed_run(self.run)
 
 
+class SupportEmailTriage(Workflow):
+    """The triage alone (the operation routes on its output): ``{"intent": ...}``."""
+
+    input_schema = EMAIL_FIELDS
+    triage = agent_step(TriageEmail, input=lambda input, state, context: input)
+    output = "triage"
+
+
 class SupportDeskOperation(Operation):
     """An e-mail in, the run that answered it out (or the run waiting for a support lead)."""
 
     @classmethod
     def launch(cls, input, subject=None, context=None):
         subject = subject or {"type": "support_email", "id": input["email_id"]}
-        context = context or customer_context(input["sender"])
-        triage = pipeline.run(SupportTriageWorkflow, input=input, subject=subject, context=context)
+        # The customer is derived from the sender every time, never taken from what launched the operation.
+        context = {**(context or {}), **customer_context(input["sender"])}
+        triage = pipeline.run(SupportEmailTriage, input=input, subject=subject, context=context)
         if not triage.completed:
             return triage
-        return pipeline.wait(triage.output["run_id"])
+        return pipeline.run(route(triage.output["intent"]), input=input, subject=subject, context=context)
 
 
 class NightlySupportInbox(Workflow):

@@ -19,7 +19,7 @@ from pipeline.models.base import Usage
 from pipeline.runs import Run
 from rubot_app.tools import support_payments
 
-TRIAGE = ("SupportTriageWorkflow", "NightlySupportInbox")
+TRIAGE = ("SupportEmailTriage", "SupportTriageWorkflow", "NightlySupportInbox")
 HANDLERS = ("SupportCaseWorkflow", "GeneralInquiryWorkflow")
 RESTING = ("completed", "failed", "cancelled", "waiting_for_approval", "needs_reconciliation", "dead_letter")
 

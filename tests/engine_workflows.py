@@ -37,6 +37,18 @@ class GatedParallelWorkflow(Workflow):
         return {"both": sorted(k for k in ("left", "right") if k in self.run.state)}
 
 
+def _held(self):
+    GATES[self.run.input["gate"]].wait(30)
+    return {"held": True}
+
+
+class EndsInParallelWorkflow(Workflow):
+    """Its last unit is a parallel group whose members finish far apart (the slow one waits for the test)."""
+
+    input_schema = {"sink": fields.String(required=True), "gate": fields.String(required=True)}
+    last = parallel(quick=_record("quick"), slow=step(_held))
+
+
 class Dawdle(Tool):
     """Takes as long as it is told to, with no side effects; limited to one second."""
 

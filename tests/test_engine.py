@@ -72,6 +72,28 @@ def test_a_chord_member_whose_step_another_delivery_holds_never_lets_the_group_j
     assert run.recoveries == 1  # the take-over of the dead holder's claim counts
 
 
+def test_a_run_ending_in_a_parallel_group_completes_when_its_last_member_does(stack, sink):
+    # Given a workflow whose last unit is a parallel group, one member recorded while the other still runs
+    with gate() as (name, opened):
+        run = pipeline.enqueue(ew.EndsInParallelWorkflow, input={"sink": str(sink), "gate": name})
+        eventually(
+            lambda: ("step.completed", "quick") in {(e.type, e.step) for e in pipeline.get_run(run.id).events},
+            what="the quick member to be recorded",
+        )
+
+        # Then the run is still running: the first member to finish does not judge the run incomplete
+        assert pipeline.get_run(run.id).status == "running"
+
+        # When the slow member finishes
+        opened.set()
+        run = pipeline.wait(run, timeout=60)
+
+    # Then the run completes with both results
+    assert run.status == "completed", run.error
+    assert {"quick", "slow"} <= set(run.state)
+    assert event_types(run).count("run.completed") == 1
+
+
 def test_a_recorded_model_turn_sent_again_calls_no_model(stack, model):
     # Given an agent whose turn 1 is recorded and whose tool call is still running
     name = uuid.uuid4().hex

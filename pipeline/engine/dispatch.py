@@ -92,6 +92,21 @@ def finish_if_complete(s: Session, runtime: Runtime, run: RunRow, workflow: Any)
     return True
 
 
+def finish_after_last_unit(s: Session, runtime: Runtime, run: RunRow, workflow: Any) -> bool:
+    """A step of the plan's last unit was just recorded (``run`` locked): complete the run once that unit is.
+
+    A final parallel group completes when its last member is recorded — by that member here, when it was sent
+    alone, or by the group's join — so a member recorded while another is still running leaves the run as it is.
+    Members append under the run's lock, so the last of them to commit sees all the others.
+    """
+    last = workflow.plan()[-1]
+    if isinstance(last, ParallelGroup):
+        done = queries.completed_ops(s, run.id)
+        if any(member.name not in done for member in last.steps):
+            return False
+    return finish_if_complete(s, runtime, run, workflow)
+
+
 def finish(runtime: Runtime, run_id: str) -> bool:
     """The ``rubot.finish`` task of earlier releases (segments no longer end with it): complete if all recorded."""
     with runtime.db.transaction() as s:
