@@ -99,8 +99,8 @@ def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any
     broker = str(env.get("RUBOT_BROKER_URL") or "filesystem://")
     default_backend = broker if broker.startswith(("redis://", "rediss://")) else f"file://{home / 'results'}"
     return Settings(
-        database_url=str(env.get("RUBOT_DATABASE_URL") or f"sqlite:///{home / 'rubot.sqlite3'}"),
-        broker_url=broker,
+        database_url=database_url(env.get("RUBOT_DATABASE_URL") or f"sqlite:///{home / 'rubot.sqlite3'}"),
+        broker_url=broker_url(broker),
         result_backend=str(env.get("RUBOT_RESULT_BACKEND") or default_backend),
         home=home,
         workflow_modules=names(env.get("RUBOT_WORKFLOW_MODULES"), what="RUBOT_WORKFLOW_MODULES"),
@@ -137,6 +137,47 @@ def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any
         link_max_age_seconds=positive(env, "RUBOT_LINK_MAX_AGE_SECONDS", 3 * 24 * 3600, int),
         notify_sweep_seconds=positive(env, "RUBOT_NOTIFY_SWEEP_SECONDS", 30.0, float),
     )
+
+
+def database_url(value: Any) -> str:
+    """``RUBOT_DATABASE_URL``, checked to be a URL SQLAlchemy can parse naming a database Rubot supports."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    text = str(value)
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(
+            f"RUBOT_DATABASE_URL is not a database URL: {_shown(text)!r} (expected sqlite:///path/to/file.sqlite3 "
+            "or postgresql://user:password@host:5432/database)"
+        ) from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigurationError(
+            f"RUBOT_DATABASE_URL names an unsupported database {url.drivername!r}: use sqlite:/// or postgresql://"
+        )
+    return text
+
+
+def broker_url(value: str) -> str:
+    """``RUBOT_BROKER_URL`` if kombu has a transport for its scheme (``sqla+<database URL>`` counts as ``sqla``);
+    otherwise the worker would fail much later, with a traceback from deep inside kombu."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme.split("+", 1)[0].lower() not in {alias.lower() for alias in TRANSPORT_ALIASES}:
+        raise ConfigurationError(
+            f"RUBOT_BROKER_URL has an unknown scheme {scheme or value!r} ({_shown(value)!r}): use redis://, "
+            "rediss://, amqp:// or filesystem:// (any transport kombu knows works)"
+        )
+    return value
+
+
+def _shown(url: str) -> str:
+    """``url`` with any password replaced, fit for an error message."""
+    import re
+
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 def flag(value: Any) -> bool:
