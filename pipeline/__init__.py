@@ -25,10 +25,12 @@ from pipeline.errors import (
 )
 from pipeline.handles import RunHandle
 from pipeline.hosting import install
+from pipeline.redact import sensitive
 from pipeline.runs import Approval, Event, Run
 from pipeline.schedules import every
 
 __all__ = [
+    "sensitive",
     "Agent",
     "Approval",
     "ApprovalAlreadyDecided",

@@ -89,6 +89,10 @@ def _runtime(*, migrated: bool = True) -> Any:
         # The schema check goes through Alembic, whose INFO chatter is noise on a read command.
         logging.getLogger("alembic").setLevel(logging.WARNING)
         rt.db.check_migrated()
+        # The workflow modules' schemas say which fields are sensitive: what is printed is redacted by them.
+        from pipeline.definitions import registry
+
+        registry.import_modules(rt.settings.workflow_modules)
     return rt
 
 

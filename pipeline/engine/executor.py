@@ -38,6 +38,7 @@ from pipeline.engine.leases import Claim
 from pipeline.engine.snapshots import Approval, RunView
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import RubotError, RunNotFound, StepFailed, ToolTimeout
+from pipeline.redact import scrub_exception, sensitive_values
 from pipeline.store import queries
 from pipeline.store.tables import DONE, QUEUED, RUNNING, EffectRow, RunRow, utcnow
 
@@ -114,6 +115,7 @@ def execute_step(
     except RubotError as exc:
         return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
     except Exception as exc:  # a bug or failure in user code: record it with its type
+        scrub_exception(exc, sensitive_values(workflow._input, view.input))  # a message quoting a secret input
         log.exception("step %s of run %s raised", step_name, run_id)
         error = StepFailed(f"step {step_name!r} raised {type(exc).__name__}: {exc}")
         return _fail(

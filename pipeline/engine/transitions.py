@@ -392,7 +392,7 @@ def request_approval(
         args_hash=args_hash,
         tool=tool,
         summary=summary,
-        evidence=redact(evidence) if evidence is not None else None,
+        evidence=redact(evidence, for_approvers=True) if evidence is not None else None,
         remind_at=remind_at,
         created_at=utcnow(),
         expires_at=expires_at,
