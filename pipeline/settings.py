@@ -20,6 +20,8 @@ from pipeline.llm.default_prices import CACHE_MINIMUMS, PRICES
 from pipeline.llm.pricing import ModelPrice, load_price_table, price_table
 from pipeline.models.caching import TTLS
 
+LOG_FORMATS = ("text", "json")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -78,6 +80,11 @@ class Settings:
     batch_poll_seconds: float = 60.0
     #: Submissions of one turn through the Message Batches API before an errored or expired request fails the run.
     batch_max_attempts: int = 3
+    #: Observability (pipeline/observe): Sentry from ``SENTRY_DSN``; logs as plain text or JSON lines.
+    sentry_dsn: str | None = field(default=None, repr=False)
+    sentry_environment: str | None = None
+    sentry_traces_sample_rate: float = 1.0
+    log_format: str = "text"
 
     @property
     def embedded(self) -> bool:
@@ -136,6 +143,10 @@ def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any
         web_secret_key=env.get("RUBOT_WEB_SECRET_KEY") or None,
         link_max_age_seconds=positive(env, "RUBOT_LINK_MAX_AGE_SECONDS", 3 * 24 * 3600, int),
         notify_sweep_seconds=positive(env, "RUBOT_NOTIFY_SWEEP_SECONDS", 30.0, float),
+        sentry_dsn=env.get("RUBOT_SENTRY_DSN") or env.get("SENTRY_DSN") or None,
+        sentry_environment=env.get("RUBOT_SENTRY_ENVIRONMENT") or env.get("SENTRY_ENVIRONMENT") or None,
+        sentry_traces_sample_rate=fraction(env, "RUBOT_SENTRY_TRACES_SAMPLE_RATE", 1.0),
+        log_format=choice(env, "RUBOT_LOG_FORMAT", "text", LOG_FORMATS),
     )
 
 
@@ -241,6 +252,14 @@ def positive(env: Mapping[str, Any], name: str, default: int | float, kind: type
     value = number(env, name, default, kind)
     if value <= 0:
         raise ConfigurationError(f"{name} must be a positive {kind.__name__}, got {env.get(name)!r}")
+    return value
+
+
+def fraction(env: Mapping[str, Any], name: str, default: float) -> float:
+    """:func:`number` between 0 and 1 (a sample rate)."""
+    value = number(env, name, default, float)
+    if value > 1:
+        raise ConfigurationError(f"{name} must be between 0 and 1, got {env.get(name)!r}")
     return value
 
 

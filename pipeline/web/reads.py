@@ -9,6 +9,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select, text
 
+from pipeline import observe
 from pipeline import runtime as rubot_runtime
 from pipeline.auth.principal import Principal
 from pipeline.definitions import registry
@@ -29,6 +30,7 @@ def runtime() -> Runtime:
     configured = current_app.extensions.get(EXTENSION, {}).get("runtime")
     rt = configured if configured is not None else rubot_runtime.current()
     registry.ensure_imported(rt.settings.workflow_modules)  # which fields are sensitive, to redact them
+    observe.start(rt.settings, where="web")  # Sentry in the web process, when SENTRY_DSN is set (once)
     return rt
 
 

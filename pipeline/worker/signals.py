@@ -8,6 +8,11 @@
   entry of that name. They are added here, not at install, because the workflow modules may only be importable
   once the host framework is set up.
 
+* ``celeryd_init`` (a worker starting) and ``worker_process_init`` (each pool child): start what observability the
+  settings switch on (Sentry with ``SENTRY_DSN``, :mod:`pipeline.observe`), in the process that runs the tasks.
+* ``after_setup_logger`` / ``after_setup_task_logger`` (Celery configured its logging): with
+  ``RUBOT_LOG_FORMAT=json`` the worker's and beat's records become JSON lines with the run's fields.
+
 Handlers are connected once per app and only act for the app they were connected for.
 """
 
@@ -46,11 +51,46 @@ def connect(app: Celery) -> None:
         except RubotError as exc:
             log.error("Rubot: %s", exc.message)
 
+    def on_worker_start(sender: Any = None, instance: Any = None, **_: Any) -> None:
+        if not _same_app(getattr(instance, "app", None), app):
+            return
+        from pipeline import observe
+        from pipeline.runtime import of_app
+
+        observe.start(of_app(app).settings, where="worker")
+
+    def on_pool_child(**_: Any) -> None:
+        from celery import current_app
+
+        if not _same_app(current_app, app):
+            return
+        from pipeline import observe
+        from pipeline.runtime import of_app
+
+        observe.start(of_app(app).settings, where="worker")
+
+    def on_logging(logger: Any = None, **_: Any) -> None:
+        from celery import current_app
+
+        if logger is None or not _same_app(current_app, app):
+            return
+        from pipeline.observe import logs
+        from pipeline.runtime import of_app
+
+        kind = of_app(app).settings.log_format
+        for handler in logger.handlers:
+            if kind == "json":
+                handler.setFormatter(logs.formatter(kind))
+            handler.addFilter(logs.RunContext())
+
     def on_beat_init(sender: Any = None, **_: Any) -> None:
         if not _same_app(getattr(sender, "app", None), app):
             return
+        from pipeline import observe
         from pipeline.runtime import of_app
         from pipeline.schedules import beat_entries
+
+        observe.start(of_app(app).settings, where="beat")
 
         scheduler = sender.scheduler
         configured = set(app.conf.beat_schedule or {})
@@ -60,3 +100,7 @@ def connect(app: Celery) -> None:
 
     signals.import_modules.connect(on_import_modules, weak=False, dispatch_uid=f"{uid}-import")
     signals.beat_init.connect(on_beat_init, weak=False, dispatch_uid=f"{uid}-beat")
+    signals.celeryd_init.connect(on_worker_start, weak=False, dispatch_uid=f"{uid}-observe")
+    signals.worker_process_init.connect(on_pool_child, weak=False, dispatch_uid=f"{uid}-observe-child")
+    signals.after_setup_logger.connect(on_logging, weak=False, dispatch_uid=f"{uid}-logs")
+    signals.after_setup_task_logger.connect(on_logging, weak=False, dispatch_uid=f"{uid}-task-logs")
