@@ -10,7 +10,7 @@ from __future__ import annotations
 from marshmallow import fields
 
 import pipeline
-from pipeline import Agent, Tool, Workflow, agent_step, tool_step
+from pipeline import Agent, Tool, Workflow, agent_step, step, tool_step
 
 CANARY_ARG = "canary-arg-Q7X2V9"
 CANARY_PASSWORD = "canary-password-M4K8T1"
@@ -79,3 +79,16 @@ def script() -> list[dict]:
         },
         {"tool_uses": [{"name": "final_answer", "input": {"summary": "unlocked"}}]},
     ]
+
+
+class ExplodingWorkflow(Workflow):
+    """A step that fails the run (launched by name in the Flower test; its input holds a canary)."""
+
+    input_schema = {
+        "sink": fields.String(required=True),
+        "secret": fields.String(required=True, metadata={"sensitive": True}),
+    }
+
+    @step
+    def explode(self):
+        raise RuntimeError("the explode step always fails")

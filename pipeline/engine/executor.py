@@ -281,8 +281,20 @@ def _timed_out(runtime: Runtime, run_id: str, step_name: str, spec: Any, exc: To
     return Outcome.HALT
 
 
+def failure_report(runtime: Runtime, run_id: str, step_name: str) -> dict[str, Any]:
+    """What the task whose step failed the run tells Celery (and so Flower): ids and the reason, no data."""
+    error = runtime.db.reading(lambda s: queries.get_run(s, run_id)).error or {}
+    return {
+        "run_id": run_id,
+        "status": "failed",
+        "step": step_name,
+        "reason": error.get("reason", "failed"),
+        "message": error.get("message", ""),
+    }
+
+
 def _fail(runtime: Runtime, run_id: str, step_name: str, kind: str, error: dict, task_id: str | None) -> Outcome:
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
-        transitions.fail_step(s, run, step_name, kind, error, task_id=task_id)
-    return Outcome.HALT
+        failed = transitions.fail_step(s, run, step_name, kind, error, task_id=task_id)
+    return Outcome.FAILED if failed else Outcome.HALT

@@ -96,6 +96,7 @@ class Outcome(enum.Enum):
     HALT = "halt"  # the run is not running (failed, cancelled, set aside): stop the chain
     PARK = "park"  # the segment ends here: the run waits for a person, or an agent's turns carry on
     HOLD = "hold"  # another delivery holds this step's claim: do not report it done (a chord must wait)
+    FAILED = "failed"  # this step failed the run (recorded): stop the chain, and let Celery record the failure
 
 
 # --- runs ------------------------------------------------------------------------------------------------------
@@ -328,14 +329,15 @@ def complete_step(
 
 def fail_step(
     s: Session, run: RunRow, step: str, kind: str, error: dict[str, Any], *, task_id: str | None = None
-) -> None:
-    """A step's body failed: the run fails with the error (its claim, if any, is dropped first)."""
+) -> bool:
+    """A step's body failed: the run fails with the error (its claim, if any, is dropped first). False when the
+    run had already ended (nothing more to report)."""
     row = queries.get_effect(s, run.id, step)
     if row is not None and row.status != DONE:
         s.delete(row)
     queries.add_event(s, run.id, "step.failed", step, **error)
     hooks.after_commit(s, "step_failed", step_info(run, step, kind, task_id=task_id, error=redact(error)))
-    fail(s, run, {**error, "step": step}, step=step)
+    return fail(s, run, {**error, "step": step}, step=step)
 
 
 # --- approvals -------------------------------------------------------------------------------------------------

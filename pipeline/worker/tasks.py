@@ -13,10 +13,10 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from pipeline import api, batches
+from pipeline import api, batches, handles
 from pipeline.engine import compiler, dispatch, executor, expiry, recovery, reminders
 from pipeline.engine.transitions import Outcome
-from pipeline.errors import ModelError, ModelUnavailable, NotificationFailed
+from pipeline.errors import ModelError, ModelUnavailable, NotificationFailed, RunFailed
 from pipeline.llm import agent_loop, batch_collect, tool_calls
 from pipeline.notify import sender
 from pipeline.runtime import Runtime
@@ -47,10 +47,22 @@ def register(app: Celery, runtime: Runtime) -> None:
 
 def _register_runs(app: Celery, runtime: Runtime) -> None:
 
-    @app.task(name=compiler.STEP_TASK, bind=True, ignore_result=True, **RETRY)
-    def step(self: Any, run_id: str, step_name: str) -> str:
+    # RunFailed is expected (throws): Celery logs it without a traceback and Sentry does not report it again (the
+    # run_failed hook did, once); the task's state is FAILURE, which is what Flower shows.
+    @app.task(name=compiler.STEP_TASK, bind=True, ignore_result=True, throws=(RunFailed,), **RETRY)
+    def step(self: Any, run_id: str, step_name: str) -> str | dict[str, Any]:
         redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
         outcome = executor.execute_step(runtime, run_id, step_name, task_id=self.request.id, redelivered=redelivered)
+        if outcome is Outcome.FAILED:
+            self.request.chain = None
+            report = executor.failure_report(runtime, run_id, step_name)
+            if self.request.chord:
+                # A chord member returns, so the group's join still runs (and forgets the result keys); its result
+                # names the run's failure.
+                return {**report, "task_id": self.request.id}
+            raise RunFailed(
+                f"run {run_id} failed at step {step_name!r}: {report['reason']}: {report['message']}", details=report
+            )
         if outcome is Outcome.HOLD:
             if self.request.chord:
                 # A chord counts this member as done when it returns: look again until the holder recorded the
@@ -75,11 +87,21 @@ def _register_runs(app: Celery, runtime: Runtime) -> None:
     def resume(run_id: str, expected_seq: int | None = None) -> None:
         dispatch.resume(runtime, run_id, expected_seq)
 
-    @app.task(name=compiler.LAUNCH_TASK, ignore_result=True, **RETRY)
+    @app.task(name=compiler.LAUNCH_TASK, bind=True, ignore_result=True, **RETRY)
     def launch(
-        workflow: str, input: Any = None, subject: Any = None, context: Any = None, run_id: str | None = None
+        self: Any,
+        workflow: str,
+        input: Any = None,
+        subject: Any = None,
+        context: Any = None,
+        run_id: str | None = None,
     ) -> str:
-        """Entry point for host apps: ``send_task("rubot.launch", args=[name, input], kwargs={...})``."""
+        """Entry point for host apps (``pipeline.client.launch``): the workflow's name and the run id as arguments,
+        the input, subject and context in the ``rubot_launch`` header. Messages with the input in the arguments
+        (``args=[name, input]``) are still accepted."""
+        data = handles.launch_data(self.request)
+        if data is not None:
+            input, subject, context = data.get("input"), data.get("subject"), data.get("context")
         return api.create(
             runtime, workflow, input=input, subject=subject, context=context, run_id=run_id, record_invalid=True
         )

@@ -1,0 +1,105 @@
+"""What Flower shows is true: a real worker process sends task events (``-E``, as Flower needs) and the test
+reads them the way Flower does, with a Celery event receiver on the same broker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pipeline
+from pipeline.client import launch
+from pipeline.errors import RunNotFound
+from tests import secret_workflows as sw
+from tests import workflows
+from tests.conftest import eventually
+
+
+@contextmanager
+def task_events(app) -> Iterator[list[dict]]:
+    """Every task event the workers send while the block runs (what Flower's /tasks page is built from)."""
+    seen: list[dict] = []
+    stop = threading.Event()
+    ready = threading.Event()
+
+    def listen() -> None:
+        with app.connection_for_read() as connection:
+            receiver = app.events.Receiver(connection, handlers={"*": seen.append})
+            ready.set()
+            while not stop.is_set():
+                try:
+                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
+                except TimeoutError:
+                    continue
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def status(run_id: str) -> str | None:
+    try:
+        return pipeline.get_run(run_id).status
+    except RunNotFound:  # the launch is not processed yet
+        return None
+
+
+def of_task(events: list[dict], name: str) -> dict[str, list[dict]]:
+    """Events of the tasks named ``name``, by task id."""
+    ids = {e["uuid"] for e in events if e.get("type") == "task-received" and e.get("name") == name}
+    found: dict[str, list[dict]] = {task_id: [] for task_id in ids}
+    for event in events:
+        if event.get("uuid") in found:
+            found[event["uuid"]].append(event)
+    return found
+
+
+def test_flower_sees_the_step_task_of_a_failed_run_fail_and_launches_carry_ids_only(production, sink):
+    # Given a worker process that sends task events (rubot worker -E), watched as Flower watches it
+    worker = production.start_worker_process(concurrency=1, args=("-E",))
+    try:
+        with task_events(production.app) as events:
+            # When a host launches a run by name whose step fails (its input holds a canary), and another that
+            # completes
+            failing = launch(
+                production.app,
+                "ExplodingWorkflow",
+                {"sink": str(sink), "secret": sw.CANARY_PIN},
+                context={"user": {"id": "u-9"}},
+                queue=production.settings.queue,
+            )
+            fine = workflows.LinearWorkflow.delay(sink=str(sink), n=2)
+            assert fine.wait(timeout=60).status == "completed"
+            eventually(lambda: status(failing) == "failed", timeout=60, what="the launched run to fail")
+
+            def step_tasks_done() -> bool:
+                done = [e for e in events if e.get("type") in ("task-failed", "task-succeeded")]
+                return len(done) >= 5
+
+            eventually(step_tasks_done, timeout=60, what="the task events")
+    finally:
+        worker.stop()
+
+    # Then the step task that failed the run is FAILURE, and its exception names the run and the reason
+    steps = of_task(events, "rubot.step")
+    failed = [evs for evs in steps.values() if any(e["type"] == "task-failed" for e in evs)]
+    assert len(failed) == 1, [[e["type"] for e in evs] for evs in steps.values()]
+    (failure,) = [e for e in failed[0] if e["type"] == "task-failed"]
+    assert failure["exception"].startswith("RunFailed(") and failing in failure["exception"]
+    assert "step_failed" in failure["exception"] and "'explode'" in failure["exception"]
+    # while the other step tasks succeeded
+    assert all(any(e["type"] == "task-succeeded" for e in evs) for evs in steps.values() if evs not in failed)
+
+    # And both launches show ids only: the workflow's name and the run id, no input, subject or context
+    launches = of_task(events, "rubot.launch")
+    assert len(launches) == 2
+    for evs in launches.values():
+        (received,) = [e for e in evs if e["type"] == "task-received"]
+        shown = received["args"] + received["kwargs"]
+        assert sw.CANARY_PIN not in shown and str(sink) not in shown and "u-9" not in shown, shown
+        assert "run_id" in received["kwargs"]
