@@ -10,7 +10,7 @@ from __future__ import annotations
 from marshmallow import fields
 
 import pipeline
-from pipeline import Agent, Tool, Workflow, agent_step, step, tool_step
+from pipeline import Agent, Tool, Workflow, agent_step, parallel, step, tool_step
 
 CANARY_ARG = "canary-arg-Q7X2V9"
 CANARY_PASSWORD = "canary-password-M4K8T1"
@@ -92,3 +92,31 @@ class ExplodingWorkflow(Workflow):
     @step
     def explode(self):
         raise RuntimeError("the explode step always fails")
+
+
+class Refuse(Tool):
+    description = "Always refuses."
+    input_schema = {"sink": fields.String(required=True)}
+
+    def call(self, *, sink):
+        raise RuntimeError("refused")
+
+
+class Echo(Tool):
+    description = "Echoes its sink."
+    input_schema = {"sink": fields.String(required=True)}
+    output_schema = {"sink": fields.String(required=True)}
+
+    def call(self, *, sink):
+        return {"sink": sink}
+
+
+class ParallelExplodingWorkflow(Workflow):
+    """A parallel group one of whose members fails the run (a chord member reporting the failure)."""
+
+    input_schema = {"sink": fields.String(required=True)}
+    checks = parallel(fine=tool_step(Echo), refused=tool_step(Refuse))
+
+    @step
+    def after(self):
+        return {"never": True}

@@ -103,3 +103,12 @@ def test_flower_sees_the_step_task_of_a_failed_run_fail_and_launches_carry_ids_o
         shown = received["args"] + received["kwargs"]
         assert sw.CANARY_PIN not in shown and str(sink) not in shown and "u-9" not in shown, shown
         assert "run_id" in received["kwargs"]
+
+
+def test_a_parallel_member_that_fails_its_run_reports_it_and_the_group_still_forgets_its_results(stack, sink):
+    # Given a parallel group one of whose members fails / When it runs
+    run = pipeline.run(sw.ParallelExplodingWorkflow, input={"sink": str(sink)}, timeout=60)
+
+    # Then the run failed at that member, and no member's result key is left behind in the backend
+    assert run.status == "failed" and run.error.get("step") == "refused", run.error
+    assert eventually(lambda: stack.result_keys() == [], what="chord member results forgotten")
