@@ -11,7 +11,8 @@
 * ``celeryd_init`` (a worker starting) and ``worker_process_init`` (each pool child): start what observability the
   settings switch on (Sentry with ``SENTRY_DSN``, :mod:`pipeline.observe`), in the process that runs the tasks.
 * ``after_setup_logger`` / ``after_setup_task_logger`` (Celery configured its logging): with
-  ``RUBOT_LOG_FORMAT=json`` the worker's and beat's records become JSON lines with the run's fields.
+  ``RUBOT_LOG_FORMAT=json`` the worker's and beat's records become JSON lines with the run's fields;
+  ``task_postrun`` clears the run context a task's hooks set, so the next task's records start clean.
 
 Handlers are connected once per app and only act for the app they were connected for.
 """
@@ -83,6 +84,11 @@ def connect(app: Celery) -> None:
                 handler.setFormatter(logs.formatter(kind))
             handler.addFilter(logs.RunContext())
 
+    def on_task_end(**_: Any) -> None:
+        from pipeline.observe import logs
+
+        logs.bind()  # the run context of a finished task must not label the next task's records
+
     def on_beat_init(sender: Any = None, **_: Any) -> None:
         if not _same_app(getattr(sender, "app", None), app):
             return
@@ -104,3 +110,4 @@ def connect(app: Celery) -> None:
     signals.worker_process_init.connect(on_pool_child, weak=False, dispatch_uid=f"{uid}-observe-child")
     signals.after_setup_logger.connect(on_logging, weak=False, dispatch_uid=f"{uid}-logs")
     signals.after_setup_task_logger.connect(on_logging, weak=False, dispatch_uid=f"{uid}-task-logs")
+    signals.task_postrun.connect(on_task_end, weak=False, dispatch_uid=f"{uid}-log-context")
