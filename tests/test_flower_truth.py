@@ -112,3 +112,43 @@ def test_a_parallel_member_that_fails_its_run_reports_it_and_the_group_still_for
     # Then the run failed at that member, and no member's result key is left behind in the backend
     assert run.status == "failed" and run.error.get("step") == "refused", run.error
     assert eventually(lambda: stack.result_keys() == [], what="chord member results forgotten")
+
+
+def test_the_model_turn_task_that_fails_its_run_is_a_failure_in_flower(production, sink):
+    from pipeline.testing import MessagesStandIn, reply
+    from tests import agent_workflows as aw
+
+    # Given a worker process sending task events, on the real SDK against the stand-in, and an agent with a
+    # three-turn budget whose model keeps calling tools
+    script = [reply(tool_uses=[("lookup_order", {"order_id": k})]) for k in (1, 3, 5)]
+    with MessagesStandIn(script) as stand_in:
+        production.env.update(
+            {
+                "RUBOT_MODEL_PROVIDER": "anthropic",
+                "ANTHROPIC_API_KEY": "test-key",
+                "ANTHROPIC_BASE_URL": stand_in.url,
+                "RUBOT_TEST_SINK": str(sink),
+            }
+        )
+        worker = production.start_worker_process(concurrency=1, args=("-E",))
+        try:
+            with task_events(production.app) as events:
+                # When the fourth turn finds the budget spent
+                run = aw.TightWorkflow.delay(order_id=1, message="where is it?")
+                final = run.wait(timeout=60)
+                assert final.status == "failed" and final.error["reason"] == "budget_exceeded", final.error
+
+                def turn_failed() -> list[dict]:
+                    return [e for e in events if e.get("type") == "task-failed"]
+
+                eventually(turn_failed, timeout=60, what="the failed task event")
+        finally:
+            worker.stop()
+
+    # Then exactly that turn's task is FAILURE, naming the run and the reason; the earlier turns succeeded
+    turns = of_task(events, "rubot.agent_turn")
+    assert len(turns) == 4
+    failed = [e for evs in turns.values() for e in evs if e["type"] == "task-failed"]
+    assert len(failed) == 1 and failed[0]["exception"].startswith("RunFailed(")
+    assert run.id in failed[0]["exception"] and "budget_exceeded" in failed[0]["exception"]
+    assert "turn 4" in failed[0]["exception"]

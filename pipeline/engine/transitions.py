@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pipeline.definitions import schemas
-from pipeline.engine import hooks, revisions
+from pipeline.engine import failures, hooks, revisions
 from pipeline.engine.hooks import ApprovalInfo, ModelTurnInfo, RunInfo, StepInfo, ToolCallInfo
 from pipeline.errors import InvalidRunState, RunNotFound
 from pipeline.notify import outbox
@@ -170,6 +170,7 @@ def fail(s: Session, run: RunRow, error: dict[str, Any], *, step: str | None = N
         return False
     run.error = redact(error)
     _move(s, run, FAILED, "run.failed", step, **run.error)
+    failures.note(s, run.id)  # the task doing this work tells Celery it failed the run
     return True
 
 

@@ -14,7 +14,7 @@ from celery import Celery
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline import api, batches, handles
-from pipeline.engine import compiler, dispatch, executor, expiry, recovery, reminders
+from pipeline.engine import compiler, dispatch, executor, expiry, failures, recovery, reminders
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import ModelError, ModelUnavailable, NotificationFailed, RunFailed
 from pipeline.llm import agent_loop, batch_collect, tool_calls
@@ -106,20 +106,26 @@ def _register_runs(app: Celery, runtime: Runtime) -> None:
             runtime, workflow, input=input, subject=subject, context=context, run_id=run_id, record_invalid=True
         )
 
-    @app.task(name=agent_loop.TURN_TASK, bind=True, ignore_result=True, **RETRY)
+    @app.task(name=agent_loop.TURN_TASK, bind=True, ignore_result=True, throws=(RunFailed,), **RETRY)
     def agent_turn(self: Any, run_id: str, step: str, n: int) -> None:
-        try:
-            agent_loop.run_turn(runtime, run_id, step, n, task_id=self.request.id)
-        except ModelUnavailable as exc:
-            # Rate limits, overload, 5xx and timeouts: retry this turn later. Nothing was recorded or billed.
-            if self.request.retries >= MODEL_RETRIES:
+        with failures.watching() as failed:
+            try:
+                agent_loop.run_turn(runtime, run_id, step, n, task_id=self.request.id)
+            except ModelUnavailable as exc:
+                # Rate limits, overload, 5xx and timeouts: retry this turn later. Nothing was recorded or billed.
+                if self.request.retries < MODEL_RETRIES:
+                    # The provider's retry-after when it gave one, else exponential backoff (1, 2, 4 ... 60 s).
+                    delay = exc.retry_after if exc.retry_after is not None else min(2**self.request.retries, 60)
+                    raise self.retry(countdown=delay, max_retries=MODEL_RETRIES) from None
                 agent_loop.model_error_to_failure(runtime, run_id, step, exc)
-                return
-            # The provider's retry-after when it gave one, else exponential backoff (1, 2, 4 ... 60 s).
-            delay = exc.retry_after if exc.retry_after is not None else min(2**self.request.retries, 60)
-            raise self.retry(countdown=delay, max_retries=MODEL_RETRIES) from None
-        except ModelError as exc:
-            agent_loop.model_error_to_failure(runtime, run_id, step, exc)
+            except ModelError as exc:
+                agent_loop.model_error_to_failure(runtime, run_id, step, exc)
+        if run_id in failed:  # this turn failed the run (budget, answer, model): Flower shows FAILURE
+            report = executor.failure_report(runtime, run_id, step)
+            raise RunFailed(
+                f"run {run_id} failed at step {step!r}, turn {n}: {report['reason']}: {report['message']}",
+                details=report,
+            )
 
     @app.task(name=tool_calls.TOOL_TASK, bind=True, ignore_result=True, **RETRY)
     def agent_tool(self: Any, run_id: str, step: str, n: int, call_id: str) -> str:
