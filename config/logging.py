@@ -1,12 +1,10 @@
-"""Logging for Rubot processes: one readable line per record on stderr."""
+"""Logging for Rubot processes: one readable line per record on stderr, or JSON lines (``RUBOT_LOG_FORMAT=json``),
+with the run's fields on every record (:mod:`pipeline.observe.logs`)."""
 
 from __future__ import annotations
 
-import logging
-
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from pipeline.observe import logs
 
 
-def configure(level: str = "INFO") -> None:
-    logging.basicConfig(level=level.upper(), format=FORMAT)
-    logging.getLogger("rubot").setLevel(level.upper())
+def configure(level: str = "INFO", kind: str = "text") -> None:
+    logs.configure(level, kind)

@@ -27,11 +27,13 @@ from pipeline.errors import (
 from pipeline.handles import RunHandle
 from pipeline.hosting import install
 from pipeline.operations import trigger
+from pipeline.redact import sensitive
 from pipeline.replays import Departure, diff, replay
 from pipeline.runs import Approval, Event, Run
 from pipeline.schedules import every
 
 __all__ = [
+    "sensitive",
     "Agent",
     "Approval",
     "ApprovalAlreadyDecided",

@@ -33,6 +33,8 @@ from pipeline.store import queries
 from pipeline.store.tables import COMPLETED, TERMINAL, WAITING
 
 LAUNCH_TASK = "rubot.launch"
+#: The message header holding a launch's input, subject and context (kept out of the task's arguments).
+LAUNCH_HEADER = "rubot_launch"
 RESTING = TERMINAL | {WAITING}
 SENT = "sent"
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,40}$")
@@ -68,15 +70,26 @@ def send_launch(
         options["countdown"] = countdown
     if eta is not None:
         options["eta"] = eta
+    # Arguments are what Flower and the worker's log show: ids only. The data travels in a message header.
     app.send_task(
         LAUNCH_TASK,
-        args=[workflow, input],
-        kwargs={"subject": subject, "context": context, "run_id": run_id},
+        args=[workflow],
+        kwargs={"run_id": run_id},
+        headers={LAUNCH_HEADER: {"input": input, "subject": subject, "context": context}},
         queue=queue,
         serializer="json",
         **options,
     )
     return run_id
+
+
+def launch_data(request: Any) -> dict[str, Any] | None:
+    """The input, subject and context a ``rubot.launch`` message carries in its header (``None`` for a message
+    sent the older way, with the input in its arguments)."""
+    data = getattr(request, LAUNCH_HEADER, None)
+    if data is None:
+        data = (getattr(request, "headers", None) or {}).get(LAUNCH_HEADER)
+    return data if isinstance(data, dict) else None
 
 
 class RunHandle:

@@ -20,6 +20,7 @@ from typing import Any
 
 from celery import Celery
 
+from pipeline import observe
 from pipeline.engine.admission import AdmissionHooks
 from pipeline.engine.children import ChildHooks
 from pipeline.engine.hooks import HOOKS_KEY, HookChain, Hooks
@@ -94,6 +95,10 @@ class Runtime:
             with self._resolve:
                 if self._db is None:
                     db = Database(self.settings.database_url)
+                    # Observability the settings switch on (logs; Sentry with SENTRY_DSN) runs as hooks, after the
+                    # ones given explicitly; settings may be read lazily, so they are added here, once.
+                    for hook in observe.hooks_for(self.settings):
+                        self.hooks.add(hook)
                     # Every transaction can reach the hooks, so a state change queues its hook after the commit.
                     db.session_info[HOOKS_KEY] = self.hooks
                     self._db = db

@@ -20,6 +20,8 @@ from pipeline.llm.default_prices import CACHE_MINIMUMS, PRICES
 from pipeline.llm.pricing import ModelPrice, load_price_table, price_table
 from pipeline.models.caching import TTLS
 
+LOG_FORMATS = ("text", "json")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -84,6 +86,11 @@ class Settings:
     spend_alerts: Mapping[str, float] = field(default_factory=dict, hash=False)
     #: The window ``/metrics`` reports over (seconds).
     metrics_window_seconds: float = 24 * 3600.0
+    #: Observability (pipeline/observe): Sentry from ``SENTRY_DSN``; logs as plain text or JSON lines.
+    sentry_dsn: str | None = field(default=None, repr=False)
+    sentry_environment: str | None = None
+    sentry_traces_sample_rate: float = 1.0
+    log_format: str = "text"
 
     @property
     def embedded(self) -> bool:
@@ -105,8 +112,8 @@ def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any
     broker = str(env.get("RUBOT_BROKER_URL") or "filesystem://")
     default_backend = broker if broker.startswith(("redis://", "rediss://")) else f"file://{home / 'results'}"
     return Settings(
-        database_url=str(env.get("RUBOT_DATABASE_URL") or f"sqlite:///{home / 'rubot.sqlite3'}"),
-        broker_url=broker,
+        database_url=database_url(env.get("RUBOT_DATABASE_URL") or f"sqlite:///{home / 'rubot.sqlite3'}"),
+        broker_url=broker_url(broker),
         result_backend=str(env.get("RUBOT_RESULT_BACKEND") or default_backend),
         home=home,
         workflow_modules=names(env.get("RUBOT_WORKFLOW_MODULES"), what="RUBOT_WORKFLOW_MODULES"),
@@ -147,7 +154,52 @@ def load(environ: Mapping[str, Any] | None = None, *, defaults: Mapping[str, Any
         else None,
         spend_alerts=spend_table(env.get("RUBOT_SPEND_ALERTS")),
         metrics_window_seconds=positive(env, "RUBOT_METRICS_WINDOW_SECONDS", 24 * 3600.0, float),
+        sentry_dsn=env.get("RUBOT_SENTRY_DSN") or env.get("SENTRY_DSN") or None,
+        sentry_environment=env.get("RUBOT_SENTRY_ENVIRONMENT") or env.get("SENTRY_ENVIRONMENT") or None,
+        sentry_traces_sample_rate=fraction(env, "RUBOT_SENTRY_TRACES_SAMPLE_RATE", 1.0),
+        log_format=choice(env, "RUBOT_LOG_FORMAT", "text", LOG_FORMATS),
     )
+
+
+def database_url(value: Any) -> str:
+    """``RUBOT_DATABASE_URL``, checked to be a URL SQLAlchemy can parse naming a database Rubot supports."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    text = str(value)
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(
+            f"RUBOT_DATABASE_URL is not a database URL: {_shown(text)!r} (expected sqlite:///path/to/file.sqlite3 "
+            "or postgresql://user:password@host:5432/database)"
+        ) from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigurationError(
+            f"RUBOT_DATABASE_URL names an unsupported database {url.drivername!r}: use sqlite:/// or postgresql://"
+        )
+    return text
+
+
+def broker_url(value: str) -> str:
+    """``RUBOT_BROKER_URL`` if kombu has a transport for its scheme (``sqla+<database URL>`` counts as ``sqla``);
+    otherwise the worker would fail much later, with a traceback from deep inside kombu."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme.split("+", 1)[0].lower() not in {alias.lower() for alias in TRANSPORT_ALIASES}:
+        raise ConfigurationError(
+            f"RUBOT_BROKER_URL has an unknown scheme {scheme or value!r} ({_shown(value)!r}): use redis://, "
+            "rediss://, amqp:// or filesystem:// (any transport kombu knows works)"
+        )
+    return value
+
+
+def _shown(url: str) -> str:
+    """``url`` with any password replaced, fit for an error message."""
+    import re
+
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
 
 
 def flag(value: Any) -> bool:
@@ -211,6 +263,14 @@ def positive(env: Mapping[str, Any], name: str, default: int | float, kind: type
     value = number(env, name, default, kind)
     if value <= 0:
         raise ConfigurationError(f"{name} must be a positive {kind.__name__}, got {env.get(name)!r}")
+    return value
+
+
+def fraction(env: Mapping[str, Any], name: str, default: float) -> float:
+    """:func:`number` between 0 and 1 (a sample rate)."""
+    value = number(env, name, default, float)
+    if value > 1:
+        raise ConfigurationError(f"{name} must be between 0 and 1, got {env.get(name)!r}")
     return value
 
 

@@ -90,6 +90,10 @@ def _runtime(*, migrated: bool = True) -> Any:
         # The schema check goes through Alembic, whose INFO chatter is noise on a read command.
         logging.getLogger("alembic").setLevel(logging.WARNING)
         rt.db.check_migrated()
+        # The workflow modules' schemas say which fields are sensitive: what is printed is redacted by them.
+        from pipeline.definitions import registry
+
+        registry.import_modules(rt.settings.workflow_modules)
     return rt
 
 
@@ -315,19 +319,60 @@ def _decision_command(name: str, method: str, verb: str, summary: str) -> None:
         wait: bool,
         timeout: float,
     ) -> None:
+        from kombu.exceptions import OperationalError as BrokerError
+
         import pipeline
         from pipeline.auth import Principal
+        from rubot_app.scripts import progress
 
-        _runtime()
+        rt = _runtime()
         run = pipeline.get_run(run_id)
+        seen = max((event.id for event in run.events), default=0)
         decider: Any = Principal.of(by, roles=roles, via="cli") if roles else by
-        approval = getattr(run, method)(decider, payload, comment=comment, approval_id=approval_id, via="cli")
+        try:
+            approval = getattr(run, method)(decider, payload, comment=comment, approval_id=approval_id, via="cli")
+        except BrokerError as exc:
+            # The decision committed before its resume message could be sent: say what is true.
+            approval = _recorded_decision(pipeline.get_run(run_id), approval_id, by)
+            if approval is None:
+                raise
+            click.echo(f"{verb} {approval.id} ({approval.step}, {approval.role}) of {run.id} by {by}.")
+            url = _shown_url(rt.settings.broker_url)
+            _fail(
+                f"the decision is recorded, but the broker at {url} cannot be reached ({exc}); the run will resume "
+                "when the broker is back (the recovery sweep of `rubot beat` sends it again)",
+                RUN_ERROR,
+            )
         click.echo(f"{verb} {approval.id} ({approval.step}, {approval.role}) of {run.id} by {by}.")
         if wait:
-            run = pipeline.wait(run, timeout=timeout)
+            click.echo(f"Waiting for {run.id} (at most {timeout:g}s)...")
+            run = progress.follow(
+                lambda: pipeline.wait(run, timeout=timeout),
+                progress.RunFollower(run.id, click.echo, after=seen),
+                timeout=timeout,
+            )
+        else:
+            run.refresh()
         click.echo(f"Run is now {run.status}.")
         if run.status == "failed" and run.error:
             click.echo(f"Error: {output.compact(run.error, 200)}")
+
+
+def _recorded_decision(run: Any, approval_id: str | None, by: str) -> Any:
+    """The approval ``by`` just decided on ``run`` (``approval_id``, or the latest one), if it is recorded."""
+    for approval in reversed(run.approvals):
+        if approval_id is not None and approval.id != approval_id:
+            continue
+        if approval.status != "pending" and approval.decided_by == by:
+            return approval
+        return None
+    return None
+
+
+def _shown_url(url: str) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(url))
 
 
 _decision_command("approve", "approve", "Approved", "Approve a run's pending approval; the run resumes.")
@@ -445,6 +490,14 @@ def _settings() -> Any:
     return load()
 
 
+def _importable_workflows(settings: Any) -> None:
+    """Import the workflow modules before starting a worker or beat, so a broken one is one line here and not a
+    traceback in the server's log (``DefinitionError`` naming the module and its error)."""
+    from pipeline.definitions import registry
+
+    registry.import_modules(settings.workflow_modules)
+
+
 def _celery_app_module() -> str:
     return os.environ.get("RUBOT_CELERY_APP", DEFAULT_CELERY_APP)
 
@@ -515,6 +568,7 @@ PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": False}
 def worker(concurrency: int | None, loglevel: str, pool: str | None, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker consuming the Rubot queue (extra arguments go to `celery worker`)."""
     settings = _settings()
+    _importable_workflows(settings)
     exec_command(worker_argv(settings, concurrency=concurrency, loglevel=loglevel, pool=pool, extra=celery_args))
 
 
@@ -524,6 +578,7 @@ def worker(concurrency: int | None, loglevel: str, pool: str | None, celery_args
 def beat(loglevel: str, celery_args: tuple[str, ...]) -> None:
     """Run Celery beat (scheduled sweeps and batch jobs); its schedule file lives under RUBOT_HOME."""
     settings = _settings()
+    _importable_workflows(settings)
     Path(settings.home).mkdir(parents=True, exist_ok=True)
     exec_command(beat_argv(settings, loglevel=loglevel, extra=celery_args))
 

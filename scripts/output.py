@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.redact import redact
 from pipeline.runs import Approval, Effect, Event, Run
 
 # Event keys that identify plumbing (which Celery task ran a step) rather than what happened.
@@ -41,7 +42,8 @@ def clip(text: str, width: int = SHORT) -> str:
 
 
 def compact(value: Any, width: int = SHORT) -> str:
-    """A one-line JSON rendering of ``value``, clipped to ``width``."""
+    """A one-line JSON rendering of ``value`` (secrets redacted), clipped to ``width``."""
+    value = redact(value)
     if isinstance(value, str):
         return clip(value, width)
     return clip(json.dumps(value, default=str, ensure_ascii=False), width)
@@ -59,7 +61,8 @@ def shorten(value: Any, limit: int = LONG_STRING) -> Any:
 
 
 def pretty(value: Any, *, full: bool = False, indent: str = "  ") -> list[str]:
-    """Indented JSON lines for ``value``; long strings are cut unless ``full``."""
+    """Indented JSON lines for ``value`` (secrets redacted); long strings are cut unless ``full``."""
+    value = redact(value)
     shown = value if full else shorten(value)
     text = json.dumps(shown, indent=2, default=str, ensure_ascii=False, sort_keys=False)
     return [indent + line for line in text.splitlines()]
@@ -84,7 +87,8 @@ def key_values(pairs: Sequence[tuple[str, str]], *, indent: str = "") -> list[st
 
 
 def event_data(data: dict[str, Any], *, width: int = SHORT) -> str:
-    """An event's data as ``key=value`` pairs, without plumbing keys and empty values."""
+    """An event's data as ``key=value`` pairs (secrets redacted), without plumbing keys and empty values."""
+    data = redact(data)
     pairs = [
         f"{key}={compact(value, 40)}"
         for key, value in data.items()

@@ -89,6 +89,26 @@ class Follower:
         return [pipeline.get_run(run_id) for run_id in self.run_ids]
 
 
+class RunFollower(Follower):
+    """Prints the progress of one run, from the event after ``after`` (``rubot approve --wait``)."""
+
+    def __init__(self, run_id: str, echo: Echo, *, after: int = 0, summarize: Summarize = generic_summary) -> None:
+        super().__init__(None, echo, summarize=summarize)
+        self.run_ids = [run_id]
+        self._last_event = {run_id: after}
+
+    def poll(self) -> None:
+        (run_id,) = self.run_ids
+        run = pipeline.get_run(run_id)
+        new = [event for event in run.events if event.id > self._last_event[run_id]]
+        if new:
+            self._last_event[run_id] = new[-1].id
+            for event in new:
+                line = self.describe(run, event)
+                if line:
+                    self.echo(line)
+
+
 def follow(action: Callable[[], Run], follower: Follower, *, timeout: float) -> Run:
     """Call ``action`` (which waits on runs) in a thread while ``follower`` prints; bounded by ``timeout``.
 

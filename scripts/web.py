@@ -10,8 +10,10 @@ from flask import Flask
 
 
 def create() -> Flask:
-    from pipeline import runtime
+    from pipeline import observe, runtime
     from pipeline.web import create_app
     from rubot_app.tasks.app import app
 
-    return create_app(runtime.of_app(app))
+    rt = runtime.of_app(app)
+    observe.start(rt.settings, where="web")  # Sentry from SENTRY_DSN, before the first request
+    return create_app(rt)

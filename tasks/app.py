@@ -11,6 +11,6 @@ from rubot_app.config import logging as rubot_logging
 from rubot_app.config.settings import load
 
 settings = load()
-rubot_logging.configure(settings.log_level)
+rubot_logging.configure(settings.log_level, settings.log_format)
 app = make_app(settings)
 runtime.install(runtime.of_app(app))

@@ -34,6 +34,7 @@ WORKFLOW_MODULES = ",".join(
         "tests.expiry_workflows",
         "tests.engine_workflows",
         "tests.operation_workflows",
+        "tests.secret_workflows",
         "rubot_app.agents.conference_travel",
     ]
 )
@@ -130,8 +131,10 @@ class Stack:
         client = redis.Redis.from_url(self.settings.result_backend)
         return [k.decode() for k in client.scan_iter(f"{self.settings.redis_key_prefix}celery-task-meta-*")]
 
-    def start_worker_process(self, *, concurrency: int = 2, log: Path | None = None, **env: str) -> WorkerProcess:
-        return WorkerProcess.start(self, concurrency=concurrency, log=log, env=env)
+    def start_worker_process(
+        self, *, concurrency: int = 2, log: Path | None = None, args: tuple[str, ...] = (), **env: str
+    ) -> WorkerProcess:
+        return WorkerProcess.start(self, concurrency=concurrency, log=log, env=env, args=args)
 
 
 def embedded_stack(tmp: Path) -> Stack:
@@ -175,7 +178,13 @@ class WorkerProcess:
 
     @classmethod
     def start(
-        cls, stack: Stack, *, concurrency: int, log: Path | None, env: dict[str, str] | None = None
+        cls,
+        stack: Stack,
+        *,
+        concurrency: int,
+        log: Path | None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> WorkerProcess:
         log = log or stack.home / f"worker-{uuid.uuid4().hex[:6]}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +204,7 @@ class WorkerProcess:
             stack.settings.queue,
             "-n",
             f"test-{uuid.uuid4().hex[:6]}@%h",
+            *args,
         ]
         handle = log.open("ab")
         process = subprocess.Popen(

@@ -55,8 +55,33 @@ def import_modules(modules: list[str] | tuple[str, ...]) -> None:
     for module in modules:
         try:
             importlib.import_module(module)
-        except ImportError as exc:
-            raise DefinitionError(f"cannot import workflow module {module!r}: {exc}") from exc
+        except DefinitionError as exc:
+            raise DefinitionError(f"cannot import workflow module {module!r}: {exc.message}") from exc
+        except Exception as exc:  # a module may fail any way (a syntax error, a NameError): say which and why
+            what = "" if isinstance(exc, ImportError) else f"{type(exc).__name__}: "
+            raise DefinitionError(f"cannot import workflow module {module!r}: {what}{_one_line(exc)}") from exc
+
+
+_imported: set[tuple[str, ...]] = set()
+
+
+def ensure_imported(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` once per process for a reader (the web pages): their schemas say which fields are
+    sensitive, and what is shown must be redacted by them. A module that fails is logged, not raised: the pages
+    still serve, with the built-in redaction only."""
+    if modules in _imported:
+        return
+    _imported.add(modules)
+    try:
+        import_modules(modules)
+    except DefinitionError as exc:
+        log.error("%s", exc.message)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.msg} ({exc.filename}, line {exc.lineno})"
+    return next(iter(str(exc).strip().splitlines()), "") or type(exc).__name__
 
 
 def workflow(name: str, *, modules: tuple[str, ...] = ()) -> type:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import marshmallow
 from marshmallow import Schema
 
+from pipeline import redact
 from pipeline.errors import DefinitionError, NotSerializable, ValidationError
 
 SchemaSpec = Mapping[str, marshmallow.fields.Field] | type[Schema]
@@ -25,6 +26,7 @@ def make_schema(spec: Any, *, owner: str, attribute: str) -> type[Schema] | None
     if spec is None:
         return None
     if isinstance(spec, type) and issubclass(spec, Schema):
+        redact.register_schema(spec)
         return spec
     if isinstance(spec, Mapping):
         bad = [name for name, field in spec.items() if not isinstance(field, marshmallow.fields.Field)]
@@ -32,7 +34,9 @@ def make_schema(spec: Any, *, owner: str, attribute: str) -> type[Schema] | None
             raise DefinitionError(
                 f"{owner}.{attribute}: values must be marshmallow fields; {', '.join(map(repr, bad))} are not"
             )
-        return Schema.from_dict(dict(spec), name=f"{owner}{attribute.title().replace('_', '')}")
+        schema = Schema.from_dict(dict(spec), name=f"{owner}{attribute.title().replace('_', '')}")
+        redact.register_schema(schema)  # its sensitive fields are redacted wherever their values could show
+        return schema
     raise DefinitionError(
         f"{owner}.{attribute} must be a dict of marshmallow fields or a marshmallow Schema class, "
         f"got {type(spec).__name__}"

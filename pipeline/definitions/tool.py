@@ -14,6 +14,7 @@ from marshmallow import Schema
 
 from pipeline.definitions import registry, schemas
 from pipeline.errors import DefinitionError, InvalidToolInput, InvalidToolOutput, ToolTimeout
+from pipeline.redact import scrub_exception, sensitive_values
 
 
 def snake_case(name: str) -> str:
@@ -149,7 +150,12 @@ class Tool:
     def invoke(self, data: Any) -> Any:
         """Validate ``data``, call the tool (within ``timeout``) and return its validated output in JSON form."""
         loaded = self.validate_input(data)
-        result = _within(type(self).timeout, self.name, lambda: self._call(loaded))
+        try:
+            result = _within(type(self).timeout, self.name, lambda: self._call(loaded))
+        except Exception as exc:
+            # The message may quote an argument declared sensitive: take those values out before anyone (the
+            # run's error, the event trail, the log, Sentry) reads it.
+            raise scrub_exception(exc, sensitive_values(type(self)._input, data)) from exc.__cause__
         return schemas.validate_output(
             type(self)._output, result, error=InvalidToolOutput, what=f"output of tool {self.name!r}"
         )

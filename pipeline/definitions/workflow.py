@@ -54,6 +54,13 @@ class WorkflowMeta(type):
         return _Namespace()
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: _Namespace, **kwargs: Any):  # noqa: N804
+        if not isinstance(namespace, _Namespace):
+            # type(name, bases, dict) skips __prepare__: the class body, where steps are declared and checked
+            # (order, duplicates), never ran.
+            raise DefinitionError(
+                f"{name}: a Workflow must be defined with a class statement (class {name}(Workflow): ...), "
+                "not built with type()"
+            )
         cls: Any = super().__new__(mcs, name, bases, dict(namespace), **kwargs)
         if namespace.get("__abstract__", False):
             return cls

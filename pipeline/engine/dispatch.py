@@ -115,8 +115,10 @@ def finish(runtime: Runtime, run_id: str) -> bool:
 
 
 def forget_results(runtime: Runtime, results: list[Any]) -> None:
-    """Drop the result keys of chord members (each returned its own task id): nothing lingers in the backend."""
-    for task_id in results or []:
+    """Drop the result keys of chord members (each returned its own task id, or a report of the run's failure
+    holding it): nothing lingers in the backend."""
+    for result in results or []:
+        task_id = result.get("task_id") if isinstance(result, dict) else result
         if isinstance(task_id, str):
             runtime.app.AsyncResult(task_id).forget()
 

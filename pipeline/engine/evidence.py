@@ -45,7 +45,7 @@ def summarize(template: Summary, values: dict[str, Any], *, positional: bool = F
 
 def step_evidence(state: dict[str, Any], *, round: int, previous: dict[str, Any] | None) -> dict[str, Any]:
     """The evidence of an approval step: the state, and for a later round the changes since the last one."""
-    snapshot = redact(state or {})
+    snapshot = redact(state or {}, for_approvers=True)  # shown to approvers: as far as each field allows
     evidence: dict[str, Any] = {"state": snapshot, "round": round}
     if previous is not None:
         evidence["changes"] = changes(previous.get("state") or {}, snapshot)

@@ -38,6 +38,7 @@ from pipeline.engine.leases import Claim
 from pipeline.engine.snapshots import Approval, RunView
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import RubotError, RunNotFound, StepFailed, ToolTimeout
+from pipeline.redact import scrub_exception, sensitive_values
 from pipeline.store import queries
 from pipeline.store.tables import DONE, QUEUED, RUNNING, EffectRow, RunRow, utcnow
 
@@ -115,6 +116,7 @@ def execute_step(
     except RubotError as exc:
         return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
     except Exception as exc:  # a bug or failure in user code: record it with its type
+        scrub_exception(exc, sensitive_values(workflow._input, view.input))  # a message quoting a secret input
         log.exception("step %s of run %s raised", step_name, run_id)
         error = StepFailed(f"step {step_name!r} raised {type(exc).__name__}: {exc}")
         return _fail(
@@ -280,8 +282,20 @@ def _timed_out(runtime: Runtime, run_id: str, step_name: str, spec: Any, exc: To
     return Outcome.HALT
 
 
+def failure_report(runtime: Runtime, run_id: str, step_name: str) -> dict[str, Any]:
+    """What the task whose step failed the run tells Celery (and so Flower): ids and the reason, no data."""
+    error = runtime.db.reading(lambda s: queries.get_run(s, run_id)).error or {}
+    return {
+        "run_id": run_id,
+        "status": "failed",
+        "step": step_name,
+        "reason": error.get("reason", "failed"),
+        "message": error.get("message", ""),
+    }
+
+
 def _fail(runtime: Runtime, run_id: str, step_name: str, kind: str, error: dict, task_id: str | None) -> Outcome:
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
-        transitions.fail_step(s, run, step_name, kind, error, task_id=task_id)
-    return Outcome.HALT
+        failed = transitions.fail_step(s, run, step_name, kind, error, task_id=task_id)
+    return Outcome.FAILED if failed else Outcome.HALT

@@ -46,6 +46,8 @@ class Approval:
     tool: str | None = None
     tool_input: Any = None
     args_hash: str | None = None
+    #: The arguments as approvers see them: a sensitive field shows what it allows approvers (e.g. last four).
+    approver_input: Any = None
     #: The short human summary the step or tool declared (``summary=`` / ``approval_summary``).
     summary: str | None = None
     #: What the approver was shown (redacted): the state (and changes since the last round) or the model's reason.
@@ -81,6 +83,7 @@ class Approval:
             principal=row.principal,
             tool=row.tool,
             tool_input=redact(row.tool_input) if row.tool_input is not None else None,
+            approver_input=redact(row.tool_input, for_approvers=True) if row.tool_input is not None else None,
             args_hash=row.args_hash,
             summary=row.summary,
             evidence=row.evidence,

@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pipeline.definitions import schemas
-from pipeline.engine import hooks, revisions
+from pipeline.engine import failures, hooks, revisions
 from pipeline.engine.hooks import ApprovalInfo, ModelTurnInfo, RunInfo, StepInfo, ToolCallInfo
 from pipeline.errors import InvalidRunState, RunNotFound
 from pipeline.notify import outbox
@@ -106,6 +106,7 @@ class Outcome(enum.Enum):
     HALT = "halt"  # the run is not running (failed, cancelled, set aside): stop the chain
     PARK = "park"  # the segment ends here: the run waits for a person, or an agent's turns carry on
     HOLD = "hold"  # another delivery holds this step's claim: do not report it done (a chord must wait)
+    FAILED = "failed"  # this step failed the run (recorded): stop the chain, and let Celery record the failure
 
 
 # --- runs ------------------------------------------------------------------------------------------------------
@@ -207,6 +208,7 @@ def fail(s: Session, run: RunRow, error: dict[str, Any], *, step: str | None = N
         return False
     run.error = redact(error)
     _move(s, run, FAILED, "run.failed", step, **run.error)
+    failures.note(s, run.id)  # the task doing this work tells Celery it failed the run
     return True
 
 
@@ -401,14 +403,15 @@ def complete_step(
 
 def fail_step(
     s: Session, run: RunRow, step: str, kind: str, error: dict[str, Any], *, task_id: str | None = None
-) -> None:
-    """A step's body failed: the run fails with the error (its claim, if any, is dropped first)."""
+) -> bool:
+    """A step's body failed: the run fails with the error (its claim, if any, is dropped first). False when the
+    run had already ended (nothing more to report)."""
     row = queries.get_effect(s, run.id, step)
     if row is not None and row.status != DONE:
         s.delete(row)
     queries.add_event(s, run.id, "step.failed", step, **error)
     hooks.after_commit(s, "step_failed", step_info(run, step, kind, task_id=task_id, error=redact(error)))
-    fail(s, run, {**error, "step": step}, step=step)
+    return fail(s, run, {**error, "step": step}, step=step)
 
 
 # --- approvals -------------------------------------------------------------------------------------------------
@@ -465,7 +468,7 @@ def request_approval(
         args_hash=args_hash,
         tool=tool,
         summary=summary,
-        evidence=redact(evidence) if evidence is not None else None,
+        evidence=redact(evidence, for_approvers=True) if evidence is not None else None,
         remind_at=remind_at,
         created_at=utcnow(),
         expires_at=expires_at,

@@ -143,7 +143,7 @@ def approval_json(approval: Approval) -> dict[str, Any]:
         "kind": approval.kind,
         "summary": approval.summary,
         "tool": approval.tool,
-        "tool_input": approval.tool_input,
+        "tool_input": approval.approver_input,
         "args_hash": approval.args_hash,
         "evidence": approval.evidence,
         "round": approval.round,

@@ -9,8 +9,10 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select, text
 
+from pipeline import observe
 from pipeline import runtime as rubot_runtime
 from pipeline.auth.principal import Principal
+from pipeline.definitions import registry
 from pipeline.engine import approvals
 from pipeline.errors import RubotError
 from pipeline.llm import requests
@@ -26,7 +28,10 @@ EXTENSION = "rubot_web"
 def runtime() -> Runtime:
     """The runtime given to ``create_app``; without one, the process's current runtime, looked up per request."""
     configured = current_app.extensions.get(EXTENSION, {}).get("runtime")
-    return configured if configured is not None else rubot_runtime.current()
+    rt = configured if configured is not None else rubot_runtime.current()
+    registry.ensure_imported(rt.settings.workflow_modules)  # which fields are sensitive, to redact them
+    observe.start(rt.settings, where="web")  # Sentry in the web process, when SENTRY_DSN is set (once)
+    return rt
 
 
 def get_run(run_id: str) -> Run:
@@ -105,7 +110,8 @@ def evidence(run: Run, approval: Approval) -> dict[str, Any]:
     """
     shown = approval.evidence or {}
     if approval.kind == "tool_call":
-        arguments = approval.tool_input if isinstance(approval.tool_input, dict) else {"input": approval.tool_input}
+        shown_input = approval.approver_input
+        arguments = shown_input if isinstance(shown_input, dict) else {"input": shown_input}
         return {
             "kind": "tool_call",
             "tool": approval.tool,
@@ -116,7 +122,7 @@ def evidence(run: Run, approval: Approval) -> dict[str, Any]:
         }
     return {
         "kind": "step",
-        "input": redact(run.input),
+        "input": redact(run.input, for_approvers=True),
         "state": shown.get("state", redact(run.state)),
         "round": int(shown.get("round", 1)),
         "changes": shown.get("changes") or [],

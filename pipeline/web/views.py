@@ -52,6 +52,12 @@ def seconds(value: float | None) -> str:
     return f"{whole // 60}m{whole % 60:02d}s" if whole < 3600 else f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
+@bp.app_template_filter("rubot_pretty_approver")
+def pretty_for_approvers(value: Any) -> str:
+    """:func:`pretty` for what an approver is shown: each sensitive field shows what it allows approvers."""
+    return json.dumps(redact(value, for_approvers=True), indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
 @bp.app_template_filter("rubot_when")
 def when(value: datetime | None) -> str:
     """A timestamp in UTC (SQLite hands back naive datetimes that are UTC already)."""

@@ -13,10 +13,10 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from pipeline import api, batches
-from pipeline.engine import compiler, dispatch, executor, expiry, recovery, reminders
+from pipeline import api, batches, handles
+from pipeline.engine import compiler, dispatch, executor, expiry, failures, recovery, reminders
 from pipeline.engine.transitions import Outcome
-from pipeline.errors import ModelError, ModelUnavailable, NotificationFailed
+from pipeline.errors import ModelError, ModelUnavailable, NotificationFailed, RunFailed
 from pipeline.llm import agent_loop, batch_collect, tool_calls
 from pipeline.notify import sender
 from pipeline.runtime import Runtime
@@ -47,10 +47,22 @@ def register(app: Celery, runtime: Runtime) -> None:
 
 def _register_runs(app: Celery, runtime: Runtime) -> None:
 
-    @app.task(name=compiler.STEP_TASK, bind=True, ignore_result=True, **RETRY)
-    def step(self: Any, run_id: str, step_name: str) -> str:
+    # RunFailed is expected (throws): Celery logs it without a traceback and Sentry does not report it again (the
+    # run_failed hook did, once); the task's state is FAILURE, which is what Flower shows.
+    @app.task(name=compiler.STEP_TASK, bind=True, ignore_result=True, throws=(RunFailed,), **RETRY)
+    def step(self: Any, run_id: str, step_name: str) -> str | dict[str, Any]:
         redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
         outcome = executor.execute_step(runtime, run_id, step_name, task_id=self.request.id, redelivered=redelivered)
+        if outcome is Outcome.FAILED:
+            self.request.chain = None
+            report = executor.failure_report(runtime, run_id, step_name)
+            if self.request.chord:
+                # A chord member returns, so the group's join still runs (and forgets the result keys); its result
+                # names the run's failure.
+                return {**report, "task_id": self.request.id}
+            raise RunFailed(
+                f"run {run_id} failed at step {step_name!r}: {report['reason']}: {report['message']}", details=report
+            )
         if outcome is Outcome.HOLD:
             if self.request.chord:
                 # A chord counts this member as done when it returns: look again until the holder recorded the
@@ -75,29 +87,45 @@ def _register_runs(app: Celery, runtime: Runtime) -> None:
     def resume(run_id: str, expected_seq: int | None = None) -> None:
         dispatch.resume(runtime, run_id, expected_seq)
 
-    @app.task(name=compiler.LAUNCH_TASK, ignore_result=True, **RETRY)
+    @app.task(name=compiler.LAUNCH_TASK, bind=True, ignore_result=True, **RETRY)
     def launch(
-        workflow: str, input: Any = None, subject: Any = None, context: Any = None, run_id: str | None = None
+        self: Any,
+        workflow: str,
+        input: Any = None,
+        subject: Any = None,
+        context: Any = None,
+        run_id: str | None = None,
     ) -> str:
-        """Entry point for host apps: ``send_task("rubot.launch", args=[name, input], kwargs={...})``."""
+        """Entry point for host apps (``pipeline.client.launch``): the workflow's name and the run id as arguments,
+        the input, subject and context in the ``rubot_launch`` header. Messages with the input in the arguments
+        (``args=[name, input]``) are still accepted."""
+        data = handles.launch_data(self.request)
+        if data is not None:
+            input, subject, context = data.get("input"), data.get("subject"), data.get("context")
         return api.create(
             runtime, workflow, input=input, subject=subject, context=context, run_id=run_id, record_invalid=True
         )
 
-    @app.task(name=agent_loop.TURN_TASK, bind=True, ignore_result=True, **RETRY)
+    @app.task(name=agent_loop.TURN_TASK, bind=True, ignore_result=True, throws=(RunFailed,), **RETRY)
     def agent_turn(self: Any, run_id: str, step: str, n: int) -> None:
-        try:
-            agent_loop.run_turn(runtime, run_id, step, n, task_id=self.request.id)
-        except ModelUnavailable as exc:
-            # Rate limits, overload, 5xx and timeouts: retry this turn later. Nothing was recorded or billed.
-            if self.request.retries >= MODEL_RETRIES:
+        with failures.watching() as failed:
+            try:
+                agent_loop.run_turn(runtime, run_id, step, n, task_id=self.request.id)
+            except ModelUnavailable as exc:
+                # Rate limits, overload, 5xx and timeouts: retry this turn later. Nothing was recorded or billed.
+                if self.request.retries < MODEL_RETRIES:
+                    # The provider's retry-after when it gave one, else exponential backoff (1, 2, 4 ... 60 s).
+                    delay = exc.retry_after if exc.retry_after is not None else min(2**self.request.retries, 60)
+                    raise self.retry(countdown=delay, max_retries=MODEL_RETRIES) from None
                 agent_loop.model_error_to_failure(runtime, run_id, step, exc)
-                return
-            # The provider's retry-after when it gave one, else exponential backoff (1, 2, 4 ... 60 s).
-            delay = exc.retry_after if exc.retry_after is not None else min(2**self.request.retries, 60)
-            raise self.retry(countdown=delay, max_retries=MODEL_RETRIES) from None
-        except ModelError as exc:
-            agent_loop.model_error_to_failure(runtime, run_id, step, exc)
+            except ModelError as exc:
+                agent_loop.model_error_to_failure(runtime, run_id, step, exc)
+        if run_id in failed:  # this turn failed the run (budget, answer, model): Flower shows FAILURE
+            report = executor.failure_report(runtime, run_id, step)
+            raise RunFailed(
+                f"run {run_id} failed at step {step!r}, turn {n}: {report['reason']}: {report['message']}",
+                details=report,
+            )
 
     @app.task(name=tool_calls.TOOL_TASK, bind=True, ignore_result=True, **RETRY)
     def agent_tool(self: Any, run_id: str, step: str, n: int, call_id: str) -> str:
