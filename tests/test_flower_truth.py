@@ -19,26 +19,26 @@ from tests.conftest import eventually
 def task_events(app) -> Iterator[list[dict]]:
     """Every task event the workers send while the block runs (what Flower's /tasks page is built from)."""
     seen: list[dict] = []
-    stop = threading.Event()
     ready = threading.Event()
+
+    receivers: list = []
 
     def listen() -> None:
         with app.connection_for_read() as connection:
             receiver = app.events.Receiver(connection, handlers={"*": seen.append})
-            ready.set()
-            while not stop.is_set():
-                try:
-                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
-                except TimeoutError:
-                    continue
+            receivers.append(receiver)
+            # Ready once its queue is bound to the event exchange: an event sent before that is lost (fanout).
+            receiver.on_consume_ready = lambda *args, **kwargs: ready.set()
+            receiver.capture(limit=None, timeout=None, wakeup=False)  # until should_stop (checked every second)
 
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
-    ready.wait(10)
+    assert ready.wait(30), "the event receiver never started consuming"
     try:
         yield seen
     finally:
-        stop.set()
+        for receiver in receivers:
+            receiver.should_stop = True
         thread.join(10)
 
 
