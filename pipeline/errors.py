@@ -133,6 +133,13 @@ class ToolError(RunError):
     reason = "tool_error"
 
 
+class ToolDenied(RunError):
+    """A ``tool_step``'s tool may not run for the run's user (``Tool.permitted_for`` or a policy hook said no).
+    Nothing ran and nothing was claimed."""
+
+    reason = "tool_denied"
+
+
 class ToolTimeout(ToolError):
     """A tool did not return within its ``timeout``. Its work may still finish in the background: a tool with side
     effects is therefore never assumed not to have acted (the run goes to ``needs_reconciliation``)."""

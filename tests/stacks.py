@@ -33,6 +33,7 @@ WORKFLOW_MODULES = ",".join(
         "tests.fault_workflows",
         "tests.expiry_workflows",
         "tests.engine_workflows",
+        "tests.branching_workflows",
         "rubot_app.agents.conference_travel",
     ]
 )

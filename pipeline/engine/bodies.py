@@ -19,6 +19,7 @@ from pipeline.definitions.tool import ToolContext
 from pipeline.engine.snapshots import RunView
 from pipeline.engine.transitions import diff
 from pipeline.errors import RubotError, StepInputError
+from pipeline.llm import policy as policies
 
 if TYPE_CHECKING:
     from pipeline.runtime import Runtime
@@ -56,11 +57,38 @@ def step_input(spec: ToolStep | AgentStep, view: RunView) -> Any:
         raise StepInputError(f"input= of step {spec.name!r} failed before the step ran: {detail}") from exc
 
 
-def run_body(runtime: Runtime, workflow: type, spec: StepSpec, view: RunView, *, task_id: str | None) -> dict:
+def run_user(view: RunView) -> Any:
+    """The user a run acts for (``context["user"]``), whom every tool call is authorized against."""
+    return (view.context or {}).get("user") if isinstance(view.context, dict) else None
+
+
+def tool_refusal(workflow: type, spec: ToolStep, view: RunView, data: Any) -> str | None:
+    """Why the run's user may not call ``spec``'s tool with ``data`` (``None``: allowed), as for a model's call."""
+    user = run_user(view)
+    check = policies.ToolCallCheck(
+        run_id=view.id,
+        workflow=view.workflow,
+        step=spec.name,  # type: ignore[arg-type]
+        tool=spec.tool.name,
+        input=data if isinstance(data, dict) else {},
+        user=user,
+    )
+    return policies.refusal(spec.tool(ToolContext(run_id=view.id, op_key=spec.name, user=user)), check, (workflow,))  # type: ignore[arg-type]
+
+
+def run_body(
+    runtime: Runtime,
+    workflow: type,
+    spec: StepSpec,
+    view: RunView,
+    *,
+    task_id: str | None,
+    tool_input: Any = None,
+) -> dict:
+    """Run ``spec``'s body; ``tool_input`` is a tool step's input when the caller evaluated it already."""
     if isinstance(spec, ToolStep):
-        data = step_input(spec, view)
-        user = (view.context or {}).get("user") if isinstance(view.context, dict) else None
-        tool = spec.tool(ToolContext(run_id=view.id, op_key=spec.name, user=user))
+        data = step_input(spec, view) if tool_input is None else tool_input
+        tool = spec.tool(ToolContext(run_id=view.id, op_key=spec.name, user=run_user(view)))
         return {"set": {spec.name: tool.invoke(data)}, "unset": []}
     if isinstance(spec, FunctionStep):
         before = copy.deepcopy(view.state)

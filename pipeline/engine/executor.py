@@ -31,13 +31,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.definitions import registry
-from pipeline.definitions.dsl import ApprovalStep
+from pipeline.definitions.dsl import ApprovalStep, ToolStep
 from pipeline.engine import approvals, bodies, dispatch, leases, recovery, transitions
 from pipeline.engine.hooks import StepInfo
 from pipeline.engine.leases import Claim
 from pipeline.engine.snapshots import Approval, RunView
 from pipeline.engine.transitions import Outcome
-from pipeline.errors import RubotError, RunNotFound, StepFailed, ToolTimeout
+from pipeline.errors import RubotError, RunNotFound, StepFailed, ToolDenied, ToolTimeout
 from pipeline.store import queries
 from pipeline.store.tables import DONE, QUEUED, RUNNING, EffectRow, RunRow, utcnow
 
@@ -73,11 +73,6 @@ def execute_step(
     needs_lock = spec is None or isinstance(spec, ApprovalStep) or starter is not None or op_status is not None
     needs_lock = needs_lock or recovered
     claim_first = needs_lock or _has_side_effects(spec)
-    if claim_first:
-        outcome = _prepare_under_lock(runtime, run_id, step_name, spec, starter, task_id, recovered=recovered)
-        if outcome is not None:
-            return outcome
-    started_at = utcnow()
     view = RunView(
         id=run.id,
         workflow=run.workflow,
@@ -87,6 +82,22 @@ def execute_step(
         state=dict(run.state or {}),
         approvals=lambda: _approvals(runtime, run_id),
     )
+    tool_input = None
+    if isinstance(spec, ToolStep):
+        # A tool step is authorized like a model's tool call, before anything is claimed or run: the tool's
+        # permitted_for and the workflow's policy hook, against the run's user and the exact input.
+        try:
+            tool_input = bodies.step_input(spec, view)
+        except RubotError as exc:
+            return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
+        denied = bodies.tool_refusal(workflow, spec, view, tool_input)
+        if denied is not None:
+            return _deny(runtime, run_id, spec, denied, task_id)
+    if claim_first:
+        outcome = _prepare_under_lock(runtime, run_id, step_name, spec, starter, task_id, recovered=recovered)
+        if outcome is not None:
+            return outcome
+    started_at = utcnow()
     runtime.hooks.call(
         "step_started",
         StepInfo(
@@ -106,7 +117,7 @@ def execute_step(
             lazy_kind=None if claim_first else spec.kind,
             task_id=task_id,
         ) as beat:
-            delta = bodies.run_body(runtime, workflow, spec, view, task_id=task_id)
+            delta = bodies.run_body(runtime, workflow, spec, view, task_id=task_id, tool_input=tool_input)
     except ToolTimeout as exc:
         if _has_side_effects(spec):
             return _timed_out(runtime, run_id, step_name, spec, exc)
@@ -276,6 +287,19 @@ def _timed_out(runtime: Runtime, run_id: str, step_name: str, spec: Any, exc: To
             f"step {step_name} (tool {spec.tool.name})",
             happened=f"timed out after {exc.details['timeout_seconds']:g}s",
         )
+    return Outcome.HALT
+
+
+def _deny(runtime: Runtime, run_id: str, spec: ToolStep, reason: str, task_id: str | None) -> Outcome:
+    """A tool step its run's user may not use: the run fails with the reason; the tool never ran."""
+    error = ToolDenied(f"step {spec.name!r} may not call {spec.tool.name}: {reason}", details={"tool": spec.tool.name})
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        if run.status not in (QUEUED, RUNNING):
+            return Outcome.HALT
+        queries.add_event(s, run_id, "tool.denied", spec.name, tool=spec.tool.name, reason=reason)
+        queries.bump_counter(run, "tool_denied")
+        transitions.fail_step(s, run, spec.name, spec.kind, error.as_dict(), task_id=task_id)
     return Outcome.HALT
 
 
