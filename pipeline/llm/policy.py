@@ -51,7 +51,8 @@ def refusal(tool: Any, check: ToolCallCheck, owners: Iterable[Any]) -> str | Non
         return f"the user of this run may not call {check.tool}"
     for owner in owners:
         hook = getattr(owner, "policy", None)
-        if hook is not None:
+        # A workflow may have a *step* called "policy" (the travel review of DESIGN §3 does): not a hook.
+        if hook is not None and callable(getattr(hook, "authorize_tool", None)):
             reason = deny_reason(hook.authorize_tool(check))
             if reason is not None:
                 return reason
