@@ -8,7 +8,19 @@ start runs with :func:`run` (waits) or :func:`enqueue` (returns at once). Inside
 from pipeline.api import enqueue, get_run, list_runs, migrate, run, wait
 from pipeline.auth.principal import Principal
 from pipeline.definitions.agent import Agent
-from pipeline.definitions.dsl import agent_step, approval_step, parallel, step, tool_step
+from pipeline.definitions.dsl import (
+    agent_step,
+    approval_step,
+    choice,
+    compute,
+    jump_to,
+    parallel,
+    skip_to,
+    step,
+    tool_step,
+    when,
+)
+from pipeline.definitions.inputs import from_context, from_input, from_state, merge, slice
 from pipeline.definitions.operation import Operation
 from pipeline.definitions.tool import Tool, ToolContext
 from pipeline.definitions.workflow import Workflow
@@ -50,15 +62,25 @@ __all__ = [
     "Workflow",
     "agent_step",
     "approval_step",
+    "choice",
+    "compute",
     "enqueue",
     "every",
+    "from_context",
+    "from_input",
+    "from_state",
     "get_run",
     "install",
+    "jump_to",
     "list_runs",
+    "merge",
     "migrate",
     "parallel",
     "run",
+    "skip_to",
+    "slice",
     "step",
     "tool_step",
     "wait",
+    "when",
 ]

@@ -121,6 +121,24 @@ class StepInputError(RunError):
     reason = "step_input_error"
 
 
+class ConditionError(RunError):
+    """An ``if_`` / ``unless`` condition or a ``choice`` branch raised, so nothing was decided."""
+
+    reason = "condition_error"
+
+
+class MaxVisitsExceeded(RunError):
+    """A ``choice`` would send the run back once more than its ``max_visits`` allows: the loop ends here."""
+
+    reason = "max_visits_exceeded"
+
+
+class OutputError(RunError):
+    """The workflow's ``output`` callable raised: the run fails instead of completing without its output."""
+
+    reason = "output_error"
+
+
 class StepFailed(RunError):
     """A step body raised an exception that is not a Rubot error."""
 

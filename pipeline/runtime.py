@@ -22,6 +22,7 @@ from celery import Celery
 
 from pipeline.engine.admission import AdmissionHooks
 from pipeline.engine.hooks import HOOKS_KEY, HookChain, Hooks
+from pipeline.engine.on_failure import FailureHooks
 from pipeline.errors import ConfigurationError
 from pipeline.models.base import ModelProvider
 from pipeline.notify import configure as notify_setup
@@ -58,8 +59,9 @@ class Runtime:
         self.app = app
         self._db: Database | None = None
         self._model = model
-        # Admission is the first hook: a run leaving "running" frees a slot for a waiting one.
-        self.hooks = HookChain([AdmissionHooks(self), *hooks])
+        # Admission is the first hook: a run leaving "running" frees a slot for a waiting one. A failed run's
+        # Workflow.on_failure is sent to a worker by the second.
+        self.hooks = HookChain([AdmissionHooks(self), FailureHooks(self), *hooks])
         self._resolve = threading.RLock()
         # Notifications are set up with the database (settings may be loaded lazily, e.g. from Django's).
         self._notify_args: dict[str, Any] = {"notifiers": notifiers, "directory": directory}

@@ -14,7 +14,8 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pipeline.definitions.dsl import AgentStep, FunctionStep, StepSpec, ToolStep
+from pipeline.definitions import schemas
+from pipeline.definitions.dsl import AgentStep, ComputeStep, FunctionStep, StepSpec, ToolStep
 from pipeline.definitions.tool import ToolContext
 from pipeline.engine.snapshots import RunView
 from pipeline.engine.transitions import diff
@@ -39,7 +40,7 @@ def deferred_starter(spec: StepSpec) -> Starter | None:
     for kind, starter in _deferred.items():
         if isinstance(spec, kind):
             return starter
-    if spec.ends_segment and not spec.kind == "approval":
+    if spec.ends_segment and spec.kind not in ("approval", "choice"):
         raise TypeError(f"no starter is registered for {spec.kind} steps (is pipeline.llm imported?)")
     return None
 
@@ -55,6 +56,15 @@ def step_input(spec: ToolStep | AgentStep, view: RunView) -> Any:
     except Exception as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
         raise StepInputError(f"input= of step {spec.name!r} failed before the step ran: {detail}") from exc
+
+
+def evaluate(workflow: type, fn: Any, view: RunView) -> Any:
+    """Call a condition or ``compute`` function with copies of the run's input, state and context; a string names a
+    workflow method ``(self, input, state, context)``, called on a workflow bound to ``view``."""
+    args = (copy.deepcopy(view.input), copy.deepcopy(view.state), copy.deepcopy(view.context))
+    if isinstance(fn, str):
+        return getattr(workflow(view), fn)(*args)
+    return fn(*args)
 
 
 def run_user(view: RunView) -> Any:
@@ -89,11 +99,14 @@ def run_body(
     if isinstance(spec, ToolStep):
         data = step_input(spec, view) if tool_input is None else tool_input
         tool = spec.tool(ToolContext(run_id=view.id, op_key=spec.name, user=run_user(view)))
-        return {"set": {spec.name: tool.invoke(data)}, "unset": []}
+        return {"set": {spec.state_key: tool.invoke(data)}, "unset": []}
     if isinstance(spec, FunctionStep):
         before = copy.deepcopy(view.state)
         returned = spec(workflow(view))
         if returned is not None:
-            view.state[spec.name] = returned  # type: ignore[index]
+            view.state[spec.state_key] = returned  # type: ignore[index]
         return diff(before, view.state, what=f"state written by step {spec.name!r}")
+    if isinstance(spec, ComputeStep):
+        value = schemas.to_json(evaluate(workflow, spec.fn, view), what=f"result of compute step {spec.name!r}")
+        return {"set": {spec.state_key: value}, "unset": []}
     raise TypeError(f"no body for {spec!r}")

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from pipeline.definitions import schemas
 from pipeline.definitions.dsl import ParallelGroup
 from pipeline.definitions.registry import workflow_of
 from pipeline.engine import admission, compiler, transitions
+from pipeline.errors import OutputError, RubotError
 from pipeline.store import queries
 from pipeline.store.tables import QUEUED, RUNNING, RunRow
 
@@ -74,7 +76,8 @@ def resume(runtime: Runtime, run_id: str, expected_seq: int | None = None) -> bo
 
 
 def finish_if_complete(s: Session, runtime: Runtime, run: RunRow, workflow: Any) -> bool:
-    """Complete ``run`` (locked, running) if every step is recorded; ``run.output`` is the output step's entry.
+    """Complete ``run`` (locked, running) if every step is recorded, with ``run.output`` shaped by the workflow's
+    ``output`` (a key, a list of keys or a callable; a callable that raises fails the run with ``output_error``).
 
     A plan whose last unit was recorded while an earlier step is missing from the ledger cannot complete: the
     run fails with reason ``incomplete`` rather than pretend.
@@ -86,7 +89,17 @@ def finish_if_complete(s: Session, runtime: Runtime, run: RunRow, workflow: Any)
     if missing:
         transitions.fail(s, run, {"reason": "incomplete", "message": f"steps never recorded: {missing}"})
         return False
-    transitions.complete(s, run, (run.state or {}).get(workflow.output_step()))
+    try:
+        output = workflow.output_of(run.input, run.state, run.context)
+        output = schemas.to_json(output, what=f"output of workflow {workflow.name!r}")
+    except RubotError as exc:
+        transitions.fail(s, run, exc.as_dict())
+        return False
+    except Exception as exc:  # the workflow's output callable raised: the run fails, it does not complete without
+        error = OutputError(f"{workflow.name}.output raised {type(exc).__name__}: {exc}")
+        transitions.fail(s, run, {**error.as_dict(), "exception": type(exc).__name__})
+        return False
+    transitions.complete(s, run, output)
     return True
 
 

@@ -31,8 +31,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.definitions import registry
-from pipeline.definitions.dsl import ApprovalStep, ToolStep
-from pipeline.engine import approvals, bodies, dispatch, leases, recovery, transitions
+from pipeline.definitions.dsl import ApprovalStep, ChoiceStep, ToolStep
+from pipeline.engine import approvals, bodies, branching, dispatch, leases, recovery, transitions
 from pipeline.engine.hooks import StepInfo
 from pipeline.engine.leases import Claim
 from pipeline.engine.snapshots import Approval, RunView
@@ -65,14 +65,6 @@ def execute_step(
         return Outcome.HALT
     workflow = registry.workflow_of(runtime, run.workflow)
     spec = workflow.step_named(step_name)
-    starter = None if spec is None else bodies.deferred_starter(spec)
-    # A redelivered message whose step holds no claim: its earlier delivery died before the step was even
-    # claimed lazily. That counts as a recovery (so a step that kills its worker every time ends up in the dead
-    # letter state) and the step is claimed before it runs again.
-    recovered = redelivered and op_status is None
-    needs_lock = spec is None or isinstance(spec, ApprovalStep) or starter is not None or op_status is not None
-    needs_lock = needs_lock or recovered
-    claim_first = needs_lock or _has_side_effects(spec)
     view = RunView(
         id=run.id,
         workflow=run.workflow,
@@ -82,6 +74,25 @@ def execute_step(
         state=dict(run.state or {}),
         approvals=lambda: _approvals(runtime, run_id),
     )
+    # A step with if_/unless decides here, before anything is claimed; a skip is recorded. A step another
+    # delivery already claimed was decided to run then, and is not decided again.
+    if spec is not None and spec.conditional and op_status is None:
+        try:
+            because = branching.skip_reason(workflow, spec, view)
+        except RubotError as exc:
+            return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
+        if because is not None:
+            return branching.skip(runtime, workflow, run_id, spec, because, task_id)
+    if isinstance(spec, ChoiceStep):
+        return branching.choose(runtime, workflow, run_id, spec, view, task_id)
+    starter = None if spec is None else bodies.deferred_starter(spec)
+    # A redelivered message whose step holds no claim: its earlier delivery died before the step was even
+    # claimed lazily. That counts as a recovery (so a step that kills its worker every time ends up in the dead
+    # letter state) and the step is claimed before it runs again.
+    recovered = redelivered and op_status is None
+    needs_lock = spec is None or isinstance(spec, ApprovalStep) or starter is not None or op_status is not None
+    needs_lock = needs_lock or recovered
+    claim_first = needs_lock or _has_side_effects(spec)
     tool_input = None
     if isinstance(spec, ToolStep):
         # A tool step is authorized like a model's tool call, before anything is claimed or run: the tool's
@@ -185,7 +196,7 @@ def _prepare_under_lock(
             queries.add_event(s, run_id, "step.duplicate_ignored", step_name, task_id=task_id)
             return Outcome.CONTINUE if run.status == RUNNING else Outcome.HALT
         if run.status not in (QUEUED, RUNNING):
-            queries.add_event(s, run_id, "step.skipped", step_name, status=run.status, task_id=task_id)
+            queries.add_event(s, run_id, "step.not_running", step_name, status=run.status, task_id=task_id)
             return Outcome.HALT
         if spec is None:
             message = f"{run.workflow} has no step {step_name!r} (was the workflow changed while the run was active?)"
