@@ -16,9 +16,12 @@ from pipeline import (
     Tool,
     ToolError,
     Workflow,
+    agent_step,
+    approval_step,
     choice,
     compute,
     from_input,
+    jump_to,
     merge,
     skip_to,
     slice,
@@ -27,6 +30,7 @@ from pipeline import (
     when,
 )
 from pipeline.llm.policy import Policy
+from tests import agent_workflows as aw
 
 
 def record(sink: str, line: str) -> None:
@@ -107,6 +111,15 @@ class SkippingWorkflow(Workflow):
         return input["notify"]
 
 
+class ConditionalApprovalWorkflow(Workflow):
+    """An approval only for large amounts: a skipped approval dispatches the rest of the run itself."""
+
+    input_schema = {"sink": fields.String(required=True), "amount": fields.Integer(required=True)}
+    intake = note("intake")
+    manager = approval_step(role="manager", if_=lambda input, state, context: input["amount"] > 1000)
+    pay = note("pay")
+
+
 class DraftLoopWorkflow(Workflow):
     """A loop closed by a ``choice``: draft again while the version is below ``good_at``, at most three times."""
 
@@ -120,6 +133,15 @@ class DraftLoopWorkflow(Workflow):
         when(lambda input, state, context: state["draft"]["version"] < input["good_at"], "draft"), max_visits=3
     )
     publish = note("publish")
+
+
+class AgentLoopWorkflow(Workflow):
+    """An agent step inside a loop: asked again (a fresh conversation) while it refunds nothing, twice at most."""
+
+    input_schema = {"order_id": fields.Integer(required=True), "message": fields.String(required=True)}
+    desk = agent_step(aw.SupportAgent, save_as="answer")
+    again = jump_to("desk", if_=lambda input, state, context: state["answer"]["refunded_cents"] == 0, max_visits=2)
+    output = "answer"
 
 
 class ForwardChoiceWorkflow(Workflow):

@@ -87,6 +87,20 @@ def test_a_skipped_step_is_an_event_and_a_ledger_row_and_never_runs(stack, sink)
     assert other.output == {"keys": ["fraud_check", "intake", "notice_sent", "notify"]}
 
 
+def test_a_skipped_approval_step_parks_nothing_and_the_run_goes_on(stack, sink):
+    # Given an approval step that ends its segment, guarded by if_
+    small = pipeline.run(bw.ConditionalApprovalWorkflow, {"sink": str(sink), "amount": 50}, timeout=60)
+    large = pipeline.run(bw.ConditionalApprovalWorkflow, {"sink": str(sink), "amount": 5000}, timeout=60)
+
+    # Then a small amount skips it and the skip dispatched the rest; a large one waits for a manager
+    assert small.status == "completed", small.error
+    assert _labels(sink, small) == ["intake", "pay"]
+    assert _skipped(small) == {"manager": "if_"}
+    assert small.approvals == []
+    assert large.status == "waiting_for_approval"
+    assert _labels(sink, large) == ["intake"]
+
+
 def test_a_choice_jumps_back_twice_and_then_goes_on(stack, sink):
     # Given a loop closed by a choice (max_visits=3) that goes back while the draft's version is below 3
     run = pipeline.run(bw.DraftLoopWorkflow, {"sink": str(sink), "good_at": 3}, timeout=60)
@@ -100,6 +114,29 @@ def test_a_choice_jumps_back_twice_and_then_goes_on(stack, sink):
     # The earlier visits are kept in the ledger under their visit's prefix
     keys = {e.op_key for e in run.effects}
     assert {"#1.route:draft", "#1.route:write", "#1.route:route", "#2.route:write", "write", "route"} <= keys
+
+
+def test_an_agent_step_in_a_loop_is_asked_again_with_its_earlier_turns_kept(stack, model, sink):
+    from pipeline.testing import reply
+
+    def final(refunded):
+        return reply(tool_uses=[{"name": "final_answer", "input": {"resolution": "ok", "refunded_cents": refunded}}])
+
+    # Given an agent step in a loop: the first visit looks the order up and refunds nothing, the second refunds
+    model.add(reply(tool_uses=[("lookup_order", {"order_id": 7})]), final(0), final(500))
+    run = pipeline.run(bw.AgentLoopWorkflow, {"order_id": 7, "message": "where is it?"}, timeout=60)
+
+    # Then the agent ran twice, its first visit's turns and tool call are kept under the visit's prefix, and the
+    # lookup (a real tool execution) happened once
+    assert run.status == "completed", run.error
+    assert run.output == {"resolution": "ok", "refunded_cents": 500}
+    assert sink_lines(sink) == ["lookup 7"]
+    keys = [e.op_key for e in run.effects]
+    assert "#1.again:desk/turn-1/tool-toolu_scripted_1" in keys
+    assert {"#1.again:desk/turn-2", "#1.again:desk", "#1.again:again", "desk/turn-1", "desk", "again"} <= set(keys)
+    assert _skipped(run) == {"again": "if_"}
+    assert "again" not in run.state  # skipped on the last pass: the first pass's decision is not left behind
+    assert len(model.requests) == 3
 
 
 def test_a_loop_that_hits_its_bound_fails_the_run_cleanly(stack, sink):

@@ -62,7 +62,15 @@ def skip(runtime: Runtime, workflow: type, run_id: str, spec: StepSpec, because:
         if queries.get_effect(s, run_id, spec.name) is not None:  # type: ignore[arg-type]
             queries.add_event(s, run_id, "step.duplicate_ignored", spec.name, task_id=task_id)
             return Outcome.CONTINUE
-        transitions.skip_step(s, run, spec.name, spec.kind, because=because, task_id=task_id)  # type: ignore[arg-type]
+        transitions.skip_step(
+            s,
+            run,
+            spec.name,  # type: ignore[arg-type]
+            spec.kind,
+            key=spec.state_key,
+            because=because,
+            task_id=task_id,
+        )
         if workflow.plan()[-1].name == spec.name:
             dispatch.finish_if_complete(s, runtime, run, workflow)
             return Outcome.HALT
@@ -108,8 +116,9 @@ def choose(
         if target is None:
             transitions.decide_branch(s, run, spec.name, {"to": None, "direction": "next"}, task_id=task_id)
         elif order.index(target) > here:
-            skipped = [(m.name, m.kind) for u in plan[here + 1 : order.index(target)] for m in _members(u)]
-            decision = {"to": target, "direction": "forward", "skipped": [n for n, _ in skipped]}
+            between = plan[here + 1 : order.index(target)]
+            skipped = [(m.name, m.kind, m.state_key) for u in between for m in _members(u)]
+            decision = {"to": target, "direction": "forward", "skipped": [n for n, _, _ in skipped]}
             transitions.decide_branch(s, run, spec.name, decision, skipped=skipped, task_id=task_id)
         else:
             jumped = visits.jumps_done(done, spec.name)

@@ -341,10 +341,16 @@ def fail_step(
 # --- branches --------------------------------------------------------------------------------------------------
 
 
-def skip_step(s: Session, run: RunRow, step: str, kind: str, *, because: str, task_id: str | None = None) -> None:
+def skip_step(
+    s: Session, run: RunRow, step: str, kind: str, *, key: str, because: str, task_id: str | None = None
+) -> None:
     """Record ``step`` as skipped (its ``if_``/``unless`` said so, or a choice went past it): a ledger row, so a
-    resumed run never decides again, and a ``step.skipped`` event. The state is not touched."""
-    record(s, run, step, kind, {"set": {}, "unset": [], "skipped": because}, task_id=task_id)
+    resumed run never decides again, and a ``step.skipped`` event. Its state entry ``key`` is removed: a step
+    skipped on a later pass of a loop leaves no stale result behind."""
+    delta = {"set": {}, "unset": [key] if key in (run.state or {}) else []}
+    record(s, run, step, kind, {**delta, "skipped": because}, task_id=task_id)
+    if delta["unset"]:
+        run.state = apply(run.state, delta)
     queries.add_event(s, run.id, "step.skipped", step, kind=kind, because=because)
 
 
@@ -354,13 +360,13 @@ def decide_branch(
     choice: str,
     decision: dict[str, Any],
     *,
-    skipped: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    skipped: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
     task_id: str | None = None,
 ) -> None:
     """A choice goes on to the next step or forward to ``decision["to"]``: the steps in between are recorded as
     skipped and the decision as the choice's result (``state[choice]``), all in the caller's transaction."""
-    for name, kind in skipped:
-        skip_step(s, run, name, kind, because=f"{choice} went to {decision['to']}", task_id=task_id)
+    for name, kind, key in skipped:
+        skip_step(s, run, name, kind, key=key, because=f"{choice} went to {decision['to']}", task_id=task_id)
     delta = {"set": {choice: decision}, "unset": []}
     record(s, run, choice, "choice", delta, task_id=task_id)
     run.state = apply(run.state, delta)
