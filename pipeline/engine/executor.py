@@ -6,13 +6,18 @@
    running (cancelled, failed, parked); do nothing but report success if the step is already recorded (a
    redelivered or re-sent message); report ``HOLD`` — never success — if another delivery holds the step's
    lease: inside a parallel group, success would let the group join without this step's result.
-2. A step with side effects (a tool with ``side_effects = True``) is *claimed* first: a ledger row with a
+2. Branches and authorization, before anything is claimed (:mod:`pipeline.engine.branching`): a step whose
+   ``if_``/``unless`` says no is recorded as skipped, in one transaction, and nothing else happens; a ``choice``
+   decides, records and dispatches what follows in one transaction. A tool step is authorized against the run's
+   user (``Tool.permitted_for`` and the workflow's policy hook, as a model's tool call is); a denial fails the
+   run with reason ``tool_denied`` and the tool never runs.
+3. A step with side effects (a tool with ``side_effects = True``) is *claimed* first: a ledger row with a
    lease (:mod:`pipeline.engine.leases`), committed before the effect, so no second delivery can run it.
    A step without side effects is not claimed up front: the unique ledger key already makes a concurrent
    duplicate lose when it records. If such a step runs longer than a third of a lease, the process's lease
    pulse claims it then, so a slow step is never run twice at once and a dead worker's step is taken over.
-3. Run the body outside any transaction (tools may take long and call the network).
-4. One transaction records the ledger row and applies the step's state delta
+4. Run the body outside any transaction (tools may take long and call the network).
+5. One transaction records the ledger row and applies the step's state delta
    (:func:`pipeline.engine.transitions.record_step`); if the step belongs to the last unit of the plan and
    every step is recorded, the same transaction completes the run.
 
