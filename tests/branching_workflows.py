@@ -23,6 +23,7 @@ from pipeline import (
     from_input,
     jump_to,
     merge,
+    parallel,
     skip_to,
     slice,
     step,
@@ -158,6 +159,15 @@ class ForwardChoiceWorkflow(Workflow):
         return input["amount"] < 100
 
 
+class ParallelBranchWorkflow(Workflow):
+    """A choice that may go past a parallel group, whose second member has a condition of its own."""
+
+    input_schema = {"sink": fields.String(required=True), "skip": fields.Boolean(required=True)}
+    route = choice(when(lambda input, state, context: input["skip"], "after"))
+    both = parallel(a=note("a"), b=note("b", unless=lambda input, state, context: True))
+    after = note("after")
+
+
 class OutputKeyWorkflow(Workflow):
     input_schema = {"n": fields.Integer(required=True)}
     double = compute(lambda input, state, context: {"n": input["n"] * 2}, save_as="doubled")
@@ -177,6 +187,18 @@ class OutputCallableWorkflow(Workflow):
     input_schema = {"n": fields.Integer(required=True)}
     double = compute(lambda input, state, context: {"n": input["n"] * 2})
     output = lambda input, state, context: {"sum": state["double"]["n"] + input["n"]}  # noqa: E731
+
+
+class BrokenConditionWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True)}
+    first = note("first")
+    second = note("second", if_=lambda input, state, context: state["no_such_step"]["ready"])
+
+
+class BrokenOutputWorkflow(Workflow):
+    input_schema = {"sink": fields.String(required=True)}
+    first = note("first")
+    output = lambda input, state, context: state["first"]["no_such_key"]  # noqa: E731
 
 
 class FailingWorkflow(Workflow):

@@ -170,6 +170,18 @@ def test_a_choice_skips_forward_and_dispatches_only_what_its_branch_needs(stack,
     assert _events(small, "step.duplicate_ignored") == []
 
 
+def test_a_choice_goes_past_a_parallel_group_and_a_skipped_member_lets_its_group_join(stack, sink):
+    past = pipeline.run(bw.ParallelBranchWorkflow, {"sink": str(sink), "skip": True}, timeout=60)
+    through = pipeline.run(bw.ParallelBranchWorkflow, {"sink": str(sink), "skip": False}, timeout=60)
+
+    assert past.status == through.status == "completed"
+    assert _labels(sink, past) == ["after"]
+    assert _skipped(past) == {"a": "route went to after", "b": "route went to after"}
+    assert _labels(sink, through) == ["a", "after"]
+    assert _skipped(through) == {"b": "unless"}
+    assert [e.step for e in _events(through, "parallel.joined")] == ["both"]
+
+
 def test_output_is_shaped_by_a_key_a_list_of_keys_or_a_callable(stack):
     by_key = pipeline.run(bw.OutputKeyWorkflow, {"n": 4}, timeout=60)
     by_keys = pipeline.run(bw.OutputKeysWorkflow, {"n": 4}, timeout=60)
@@ -180,6 +192,21 @@ def test_output_is_shaped_by_a_key_a_list_of_keys_or_a_callable(stack):
     assert by_key.state["doubled"] == {"n": 8} and "double" not in by_key.state
     assert by_keys.output == {"double": 8, "same": 4}
     assert by_callable.output == {"sum": 12}
+
+
+def test_a_condition_or_output_that_raises_fails_the_run_with_its_reason(stack, sink):
+    condition = pipeline.run(bw.BrokenConditionWorkflow, {"sink": str(sink)}, timeout=60)
+    output = pipeline.run(bw.BrokenOutputWorkflow, {"sink": str(sink)}, timeout=60)
+
+    assert condition.status == "failed"
+    assert condition.error["reason"] == "condition_error"
+    assert condition.error["step"] == "second"
+    assert "missing key 'no_such_step'" in condition.error["message"]
+    assert _labels(sink, condition) == ["first"]
+    assert output.status == "failed"
+    assert output.error["reason"] == "output_error"
+    assert "KeyError" in output.error["message"]
+    assert output.output is None
 
 
 def test_on_failure_is_called_once_when_a_run_fails(stack, sink):
