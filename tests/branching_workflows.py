@@ -168,6 +168,14 @@ class ParallelBranchWorkflow(Workflow):
     after = note("after")
 
 
+class EndsInParallelWorkflow(Workflow):
+    """Ends with a parallel group: the join completes the run, not the first member to record."""
+
+    input_schema = {"sink": fields.String(required=True)}
+    first = note("first")
+    both = parallel(a=note("a"), b=note("b"), c=note("c", unless=lambda input, state, context: True))
+
+
 class OutputKeyWorkflow(Workflow):
     input_schema = {"n": fields.Integer(required=True)}
     double = compute(lambda input, state, context: {"n": input["n"] * 2}, save_as="doubled")

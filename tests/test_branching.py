@@ -182,6 +182,16 @@ def test_a_choice_goes_past_a_parallel_group_and_a_skipped_member_lets_its_group
     assert [e.step for e in _events(through, "parallel.joined")] == ["both"]
 
 
+def test_a_workflow_ending_in_a_parallel_group_completes_when_every_member_is_recorded(stack, sink):
+    # Given a plan whose last unit is a parallel group (one member skipped by its condition)
+    run = pipeline.run(bw.EndsInParallelWorkflow, {"sink": str(sink)}, timeout=60)
+
+    # Then the first member to record does not end the run as "incomplete": the group joins and completes it
+    assert run.status == "completed", run.error
+    assert sorted(_labels(sink, run)) == ["a", "b", "first"]
+    assert _skipped(run) == {"c": "unless"}
+
+
 def test_output_is_shaped_by_a_key_a_list_of_keys_or_a_callable(stack):
     by_key = pipeline.run(bw.OutputKeyWorkflow, {"n": 4}, timeout=60)
     by_keys = pipeline.run(bw.OutputKeysWorkflow, {"n": 4}, timeout=60)

@@ -71,9 +71,8 @@ def skip(runtime: Runtime, workflow: type, run_id: str, spec: StepSpec, because:
             because=because,
             task_id=task_id,
         )
-        if workflow.plan()[-1].name == spec.name:
-            dispatch.finish_if_complete(s, runtime, run, workflow)
-            return Outcome.HALT
+        if workflow.in_last_unit(spec.name):  # type: ignore[arg-type]
+            return dispatch.finish_after(s, runtime, run_id, workflow, spec.name)  # type: ignore[arg-type]
         if not spec.ends_segment:
             return Outcome.CONTINUE
         send = dispatch.plan_next(s, runtime, run, workflow)

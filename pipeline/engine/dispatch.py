@@ -21,6 +21,7 @@ from pipeline.definitions import schemas
 from pipeline.definitions.dsl import ParallelGroup
 from pipeline.definitions.registry import workflow_of
 from pipeline.engine import admission, compiler, transitions
+from pipeline.engine.transitions import Outcome
 from pipeline.errors import OutputError, RubotError
 from pipeline.store import queries
 from pipeline.store.tables import QUEUED, RUNNING, RunRow
@@ -101,6 +102,26 @@ def finish_if_complete(s: Session, runtime: Runtime, run: RunRow, workflow: Any)
         return False
     transitions.complete(s, run, output)
     return True
+
+
+def finish_after(s: Session, runtime: Runtime, run_id: str, workflow: Any, step: str) -> Outcome:
+    """``step`` of the plan's last unit was just recorded in this transaction: what its task tells Celery.
+
+    The plan's last step completes the run (or fails it as ``incomplete``). A member of a last parallel group
+    completes it only once every step is recorded: before that, the chord's join (or the last member to record,
+    when it was dispatched alone) does. A member does not take ``FOR UPDATE`` on the run: the transaction already
+    holds the run row's lock from recording the step, and upgrading it while a sibling member's ledger insert
+    holds its key-share lock (and waits for ours) would deadlock.
+    """
+    if workflow.plan()[-1].name == step:
+        run = queries.lock_run(s, run_id)
+    else:
+        done = queries.completed_ops(s, run_id)
+        if any(name not in done for name in workflow.step_names()):
+            return Outcome.CONTINUE
+        run = queries.get_run(s, run_id)
+    finish_if_complete(s, runtime, run, workflow)
+    return Outcome.HALT  # nothing follows the last unit
 
 
 def finish(runtime: Runtime, run_id: str) -> bool:

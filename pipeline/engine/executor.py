@@ -261,8 +261,7 @@ def _record(
                 s, run_id, step_name, kind, delta, task_id=task_id, claimed=claimed, started_at=started_at
             )
             if recorded.status == RUNNING and workflow.in_last_unit(step_name):
-                dispatch.finish_if_complete(s, runtime, queries.lock_run(s, run_id), workflow)
-                return Outcome.HALT  # nothing follows the last unit; the run is complete (or failed as incomplete)
+                return dispatch.finish_after(s, runtime, run_id, workflow, step_name)
             return Outcome.CONTINUE if recorded.status == RUNNING else Outcome.HALT
     except IntegrityError:
         # A concurrent delivery of the same step committed first; its result stands.
