@@ -9,7 +9,19 @@ from pipeline.api import enqueue, get_run, list_runs, migrate, run, wait
 from pipeline.audit import ChainBreak, verify
 from pipeline.auth.principal import Principal
 from pipeline.definitions.agent import Agent
-from pipeline.definitions.dsl import agent_step, approval_step, parallel, step, tool_step
+from pipeline.definitions.dsl import (
+    agent_step,
+    approval_step,
+    choice,
+    compute,
+    jump_to,
+    parallel,
+    skip_to,
+    step,
+    tool_step,
+    when,
+)
+from pipeline.definitions.inputs import from_context, from_input, from_state, merge, slice
 from pipeline.definitions.operation import Operation
 from pipeline.definitions.tool import Tool, ToolContext
 from pipeline.definitions.workflow import Workflow
@@ -58,18 +70,28 @@ __all__ = [
     "agent_step",
     "approval_step",
     "diff",
+    "choice",
+    "compute",
     "enqueue",
     "every",
+    "from_context",
+    "from_input",
+    "from_state",
     "get_run",
     "install",
+    "jump_to",
     "list_runs",
+    "merge",
     "migrate",
     "parallel",
     "replay",
     "run",
+    "skip_to",
+    "slice",
     "step",
     "tool_step",
     "trigger",
     "verify",
     "wait",
+    "when",
 ]

@@ -127,6 +127,24 @@ class StepInputError(RunError):
     reason = "step_input_error"
 
 
+class ConditionError(RunError):
+    """An ``if_`` / ``unless`` condition or a ``choice`` branch raised, so nothing was decided."""
+
+    reason = "condition_error"
+
+
+class MaxVisitsExceeded(RunError):
+    """A ``choice`` would send the run back once more than its ``max_visits`` allows: the loop ends here."""
+
+    reason = "max_visits_exceeded"
+
+
+class OutputError(RunError):
+    """The workflow's ``output`` callable raised: the run fails instead of completing without its output."""
+
+    reason = "output_error"
+
+
 class StepFailed(RunError):
     """A step body raised an exception that is not a Rubot error."""
 
@@ -137,6 +155,13 @@ class ToolError(RunError):
     """Raised by a tool to report a failure the workflow (or the model) should see."""
 
     reason = "tool_error"
+
+
+class ToolDenied(RunError):
+    """A ``tool_step``'s tool may not run for the run's user (``Tool.permitted_for`` or a policy hook said no).
+    Nothing ran and nothing was claimed."""
+
+    reason = "tool_denied"
 
 
 class ToolTimeout(ToolError):

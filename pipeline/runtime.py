@@ -24,6 +24,7 @@ from pipeline import observe
 from pipeline.engine.admission import AdmissionHooks
 from pipeline.engine.children import ChildHooks
 from pipeline.engine.hooks import HOOKS_KEY, HookChain, Hooks
+from pipeline.engine.on_failure import FailureHooks
 from pipeline.engine.spend import SpendAlerts
 from pipeline.errors import ConfigurationError
 from pipeline.models.base import ModelProvider
@@ -61,10 +62,11 @@ class Runtime:
         self.app = app
         self._db: Database | None = None
         self._model = model
-        # Admission is the first hook: a run leaving "running" frees a slot for a waiting one. A child run coming to
-        # rest sends its parent's routing on again. Spend alerts return at once unless RUBOT_SPEND_ALERT_USD /
-        # RUBOT_SPEND_ALERTS switch them on.
-        self.hooks = HookChain([AdmissionHooks(self), ChildHooks(self), SpendAlerts(self), *hooks])
+        # Admission is the first hook: a run leaving "running" frees a slot for a waiting one. A failed run's
+        # Workflow.on_failure is sent to a worker by the second. A child run coming to rest sends its parent's
+        # routing on again. Spend alerts return at once unless RUBOT_SPEND_ALERT_USD / RUBOT_SPEND_ALERTS switch
+        # them on.
+        self.hooks = HookChain([AdmissionHooks(self), FailureHooks(self), ChildHooks(self), SpendAlerts(self), *hooks])
         self._resolve = threading.RLock()
         # Notifications are set up with the database (settings may be loaded lazily, e.g. from Django's).
         self._notify_args: dict[str, Any] = {"notifiers": notifiers, "directory": directory}

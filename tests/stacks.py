@@ -35,6 +35,7 @@ WORKFLOW_MODULES = ",".join(
         "tests.engine_workflows",
         "tests.operation_workflows",
         "tests.secret_workflows",
+        "tests.branching_workflows",
         "rubot_app.agents.conference_travel",
     ]
 )

@@ -92,6 +92,6 @@ def test_a_pickled_message_is_refused_by_the_worker(stack, sink):
     eventually(lambda: stack.queue_length() == 0 and not worker_state.active_requests, what="message consumed")
     marker = pipeline.run(workflows.LinearWorkflow, input={"sink": str(sink), "n": 1}, timeout=60)
 
-    # ...and is refused before any Rubot code sees it: an accepted one would have left a step.skipped event.
+    # ...and is refused before any Rubot code sees it: an accepted one would have left a step.not_running event.
     assert marker.completed  # the worker kept going
     assert [e.type for e in pipeline.get_run(run.id).events if e.step == "after"] == []

@@ -15,11 +15,13 @@ from typing import Any, ClassVar
 
 from marshmallow import Schema
 
-from pipeline.definitions import registry, schemas
+from pipeline.definitions import flowchecks, registry, schemas
 from pipeline.definitions.agent import Agent
 from pipeline.definitions.dsl import (
     AgentStep,
     ApprovalStep,
+    ChoiceStep,
+    ComputeStep,
     FunctionStep,
     ParallelGroup,
     RouteStep,
@@ -68,13 +70,14 @@ class WorkflowMeta(type):
             raise DefinitionError(f"{name}: step {namespace.duplicates[0]!r} is defined twice")
         cls._plan = _build_plan(cls, namespace)
         _check_revisions(name, cls._plan)
+        flowchecks.check_flow(cls, cls._plan)
         check_approvers(name, cls.__dict__.get("approvers"))
         cls._steps = {s.name: s for s in _flatten(cls._plan)}
         cls._input = schemas.make_schema(cls.input_schema, owner=name, attribute="input_schema")
         if "name" not in namespace:
             cls.name = name
-        if cls.output is not None and cls.output not in cls._steps:
-            raise DefinitionError(f"{name}.output names {cls.output!r}, which is not a step")
+        flowchecks.check_output(cls, cls.output, set(cls._steps) | {s.state_key for s in cls._steps.values()})
+        flowchecks.check_on_failure(cls)
         if cls.schedule is not None:
             from pipeline.schedules import as_schedule
 
@@ -158,6 +161,8 @@ def _check_step(owner: str, spec: StepSpec, seen: set[str]) -> StepSpec:
         if not callable(spec.func) or not _accepts(spec.func, 1):
             raise DefinitionError(f"{where}: a @step must be a method taking only self")
         return spec
+    if isinstance(spec, ComputeStep | ChoiceStep):
+        return spec  # checked with the whole plan (flowchecks: functions, targets, loop bounds)
     if isinstance(spec, ApprovalStep):
         if not isinstance(spec.role, str) or not spec.role.strip():
             raise DefinitionError(f'{where}: approval_step needs a role, e.g. approval_step(role="manager")')
@@ -300,14 +305,18 @@ def _signature(fn: Callable[..., Any]) -> str:
 class Workflow(metaclass=WorkflowMeta):
     """Declare steps as class attributes; they run in class-body order.
 
-    ``input_schema`` (optional) validates the run's input before any step runs. ``output`` names the step
-    whose state entry becomes ``run.output`` (default: the last step).
+    ``input_schema`` (optional) validates the run's input before any step runs. ``output`` says what becomes
+    ``run.output``: a state key (a step's name or ``save_as``), a list of keys (a dict of those entries) or a
+    callable ``(input, state, context)``; by default the last step's entry. ``on_failure(self, error)``, when
+    defined, is called once when a run of the workflow fails (in a worker, after the failure is committed).
     """
 
     __abstract__ = True
     name: ClassVar[str] = "Workflow"
     input_schema: ClassVar[Any] = None
-    output: ClassVar[str | None] = None
+    output: ClassVar[Any] = None
+    #: ``def on_failure(self, error)``: called once (task ``rubot.on_failure``) when a run of this workflow fails.
+    on_failure: ClassVar[Any] = None
     #: Run budgets over all agent steps (unset: only the agents' own budgets apply). ``max_cost`` in USD.
     max_turns: ClassVar[int | None] = None
     max_tokens: ClassVar[int | None] = None
@@ -391,7 +400,23 @@ class Workflow(metaclass=WorkflowMeta):
 
     @classmethod
     def output_step(cls) -> str:
-        return cls.output or _flatten(cls._plan)[-1].name
+        """The state key ``run.output`` is read from when ``output`` is a key or unset (the last step's)."""
+        if isinstance(cls.output, str):
+            return cls.output
+        return _flatten(cls._plan)[-1].state_key
+
+    @classmethod
+    def output_of(cls, input: Any, state: dict[str, Any] | None, context: Any) -> Any:
+        """``run.output`` of a completed run with this ``input``, ``state`` and ``context``."""
+        import copy
+
+        state = state or {}
+        output = cls.output
+        if output is None or isinstance(output, str):
+            return state.get(cls.output_step())
+        if isinstance(output, list | tuple):
+            return {key: state.get(key) for key in output}
+        return output(copy.deepcopy(input), copy.deepcopy(state), copy.deepcopy(context))
 
     @classmethod
     def batch(cls, tick: Any) -> Any:

@@ -14,11 +14,13 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pipeline.definitions.dsl import AgentStep, FunctionStep, StepSpec, ToolStep
+from pipeline.definitions import schemas
+from pipeline.definitions.dsl import AgentStep, ComputeStep, FunctionStep, StepSpec, ToolStep
 from pipeline.definitions.tool import ToolContext
 from pipeline.engine.snapshots import RunView
 from pipeline.engine.transitions import diff
 from pipeline.errors import RubotError, StepInputError
+from pipeline.llm import policy as policies
 
 if TYPE_CHECKING:
     from pipeline.definitions.workflow import Workflow
@@ -39,7 +41,7 @@ def deferred_starter(spec: StepSpec) -> Starter | None:
     for kind, starter in _deferred.items():
         if isinstance(spec, kind):
             return starter
-    if spec.ends_segment and not spec.kind == "approval":
+    if spec.ends_segment and spec.kind not in ("approval", "choice"):
         raise TypeError(f"no starter is registered for {spec.kind} steps (is pipeline.llm imported?)")
     return None
 
@@ -57,16 +59,55 @@ def step_input(spec: ToolStep | AgentStep, view: RunView) -> Any:
         raise StepInputError(f"input= of step {spec.name!r} failed before the step ran: {detail}") from exc
 
 
-def run_body(runtime: Runtime, workflow: type[Workflow], spec: StepSpec, view: RunView, *, task_id: str | None) -> dict:
+def evaluate(workflow: type[Workflow], fn: Any, view: RunView) -> Any:
+    """Call a condition or ``compute`` function with copies of the run's input, state and context; a string names a
+    workflow method ``(self, input, state, context)``, called on a workflow bound to ``view``."""
+    args = (copy.deepcopy(view.input), copy.deepcopy(view.state), copy.deepcopy(view.context))
+    if isinstance(fn, str):
+        return getattr(workflow(view), fn)(*args)
+    return fn(*args)
+
+
+def run_user(view: RunView) -> Any:
+    """The user a run acts for (``context["user"]``), whom every tool call is authorized against."""
+    return (view.context or {}).get("user") if isinstance(view.context, dict) else None
+
+
+def tool_refusal(workflow: type[Workflow], spec: ToolStep, view: RunView, data: Any) -> str | None:
+    """Why the run's user may not call ``spec``'s tool with ``data`` (``None``: allowed), as for a model's call."""
+    user = run_user(view)
+    check = policies.ToolCallCheck(
+        run_id=view.id,
+        workflow=view.workflow,
+        step=spec.name,
+        tool=spec.tool.name,
+        input=data if isinstance(data, dict) else {},
+        user=user,
+    )
+    return policies.refusal(spec.tool(ToolContext(run_id=view.id, op_key=spec.name, user=user)), check, (workflow,))
+
+
+def run_body(
+    runtime: Runtime,
+    workflow: type[Workflow],
+    spec: StepSpec,
+    view: RunView,
+    *,
+    task_id: str | None,
+    tool_input: Any = None,
+) -> dict:
+    """Run ``spec``'s body; ``tool_input`` is a tool step's input when the caller evaluated it already."""
     if isinstance(spec, ToolStep):
-        data = step_input(spec, view)
-        user = (view.context or {}).get("user") if isinstance(view.context, dict) else None
-        tool = spec.tool(ToolContext(run_id=view.id, op_key=spec.name, user=user))
-        return {"set": {spec.name: tool.invoke(data)}, "unset": []}
+        data = step_input(spec, view) if tool_input is None else tool_input
+        tool = spec.tool(ToolContext(run_id=view.id, op_key=spec.name, user=run_user(view)))
+        return {"set": {spec.state_key: tool.invoke(data)}, "unset": []}
     if isinstance(spec, FunctionStep):
         before = copy.deepcopy(view.state)
         returned = spec(workflow(view))
         if returned is not None:
-            view.state[spec.name] = returned
+            view.state[spec.state_key] = returned
         return diff(before, view.state, what=f"state written by step {spec.name!r}")
+    if isinstance(spec, ComputeStep):
+        value = schemas.to_json(evaluate(workflow, spec.fn, view), what=f"result of compute step {spec.name!r}")
+        return {"set": {spec.state_key: value}, "unset": []}
     raise TypeError(f"no body for {spec!r}")

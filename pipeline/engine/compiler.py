@@ -1,8 +1,11 @@
 """The one place where a workflow's plan becomes a Celery canvas.
 
 A run is dispatched in *segments*: the steps not yet in the effects ledger, in plan order, up to and
-including the next step that ends a segment (an approval, or an agent step whose turns are tasks of their
-own). Each step is an immutable ``rubot.step(run_id, name)`` signature; a parallel group becomes a chord
+including the next step that ends a segment (an approval, an agent step whose turns are tasks of their
+own, or a ``choice``, whose decision dispatches only the steps its branch needs; see
+:mod:`pipeline.engine.branching`). Skipped steps and steps a choice went past are in the ledger too, and a loop's
+earlier visits are kept under other keys (:mod:`pipeline.engine.visits`), so "not yet in the ledger" is always
+what is left to run. Each step is an immutable ``rubot.step(run_id, name)`` signature; a parallel group becomes a chord
 whose body is ``rubot.join``; the step (or join) that records the plan's last unit completes the run. Because
 a segment is compiled from SQL every time, resuming after an approval, an agent step (or, later, a crash)
 is the same operation as starting, and messages carry ids only.
@@ -29,6 +32,7 @@ LAUNCH_TASK = "rubot.launch"
 FORGET_TASK = "rubot.forget_results"
 TURN_TASK = "rubot.agent_turn"
 TOOL_TASK = "rubot.agent_tool"  # chord body of an agent turn's parallel tool calls
+ON_FAILURE_TASK = "rubot.on_failure"  # Workflow.on_failure, once per failed run
 
 
 def segment(

@@ -60,7 +60,8 @@ def reconcile(
             if tool is None:
                 raise InvalidRunState(f"{op_key!r} is not a tool step; nothing to reconcile")
             output = tool.validate_output(result, what=f"reconciled output of step {op_key!r}")
-            transitions.complete_step(s, run, op_key, row.kind, {"set": {op_key: output}, "unset": []}, row=row)
+            delta = {"set": {spec.state_key: output}, "unset": []}
+            transitions.complete_step(s, run, op_key, row.kind, delta, row=row)
         transitions.reopen(s, run, "run.reconciled", op_key, by=by, happened=happened, comment=comment)
         seq = run.dispatch_seq
     dispatch.resume(runtime, run_id, seq)

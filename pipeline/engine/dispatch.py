@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from pipeline.definitions import schemas
 from pipeline.definitions.dsl import ParallelGroup
 from pipeline.definitions.registry import workflow_of
 from pipeline.engine import admission, compiler, transitions
+from pipeline.engine.transitions import Outcome
+from pipeline.errors import OutputError, RubotError
 from pipeline.store import queries
 from pipeline.store.tables import QUEUED, RUNNING, RunRow
 
@@ -76,7 +79,8 @@ def resume(runtime: Runtime, run_id: str, expected_seq: int | None = None) -> bo
 
 
 def finish_if_complete(s: Session, runtime: Runtime, run: RunRow, workflow: Any) -> bool:
-    """Complete ``run`` (locked, running) if every step is recorded; ``run.output`` is the output step's entry.
+    """Complete ``run`` (locked, running) if every step is recorded, with ``run.output`` shaped by the workflow's
+    ``output`` (a key, a list of keys or a callable; a callable that raises fails the run with ``output_error``).
 
     A plan whose last unit was recorded while an earlier step is missing from the ledger cannot complete: the
     run fails with reason ``incomplete`` rather than pretend.
@@ -88,23 +92,38 @@ def finish_if_complete(s: Session, runtime: Runtime, run: RunRow, workflow: Any)
     if missing:
         transitions.fail(s, run, {"reason": "incomplete", "message": f"steps never recorded: {missing}"})
         return False
-    transitions.complete(s, run, (run.state or {}).get(workflow.output_step()))
+    try:
+        output = workflow.output_of(run.input, run.state, run.context)
+        output = schemas.to_json(output, what=f"output of workflow {workflow.name!r}")
+    except RubotError as exc:
+        transitions.fail(s, run, exc.as_dict())
+        return False
+    except Exception as exc:  # the workflow's output callable raised: the run fails, it does not complete without
+        error = OutputError(f"{workflow.name}.output raised {type(exc).__name__}: {exc}")
+        transitions.fail(s, run, {**error.as_dict(), "exception": type(exc).__name__})
+        return False
+    transitions.complete(s, run, output)
     return True
 
 
-def finish_after_last_unit(s: Session, runtime: Runtime, run: RunRow, workflow: Any) -> bool:
-    """A step of the plan's last unit was just recorded (``run`` locked): complete the run once that unit is.
+def finish_after(s: Session, runtime: Runtime, run_id: str, workflow: Any, step: str) -> Outcome:
+    """``step`` of the plan's last unit was just recorded in this transaction: what its task tells Celery.
 
-    A final parallel group completes when its last member is recorded — by that member here, when it was sent
-    alone, or by the group's join — so a member recorded while another is still running leaves the run as it is.
-    Members append under the run's lock, so the last of them to commit sees all the others.
+    The plan's last step completes the run (or fails it as ``incomplete``). A member of a last parallel group
+    completes it only once every step is recorded: before that, the chord's join (or the last member to record,
+    when it was dispatched alone) does. A member does not take ``FOR UPDATE`` on the run: the transaction already
+    holds the run row's lock from recording the step, and upgrading it while a sibling member's ledger insert
+    holds its key-share lock (and waits for ours) would deadlock.
     """
-    last = workflow.plan()[-1]
-    if isinstance(last, ParallelGroup):
-        done = queries.completed_ops(s, run.id)
-        if any(member.name not in done for member in last.steps):
-            return False
-    return finish_if_complete(s, runtime, run, workflow)
+    if workflow.plan()[-1].name == step:
+        run = queries.lock_run(s, run_id)
+    else:
+        done = queries.completed_ops(s, run_id)
+        if any(name not in done for name in workflow.step_names()):
+            return Outcome.CONTINUE
+        run = queries.get_run(s, run_id)
+    finish_if_complete(s, runtime, run, workflow)
+    return Outcome.HALT  # nothing follows the last unit
 
 
 def finish(runtime: Runtime, run_id: str) -> bool:

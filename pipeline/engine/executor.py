@@ -6,13 +6,18 @@
    running (cancelled, failed, parked); do nothing but report success if the step is already recorded (a
    redelivered or re-sent message); report ``HOLD`` — never success — if another delivery holds the step's
    lease: inside a parallel group, success would let the group join without this step's result.
-2. A step with side effects (a tool with ``side_effects = True``) is *claimed* first: a ledger row with a
+2. Branches and authorization, before anything is claimed (:mod:`pipeline.engine.branching`): a step whose
+   ``if_``/``unless`` says no is recorded as skipped, in one transaction, and nothing else happens; a ``choice``
+   decides, records and dispatches what follows in one transaction. A tool step is authorized against the run's
+   user (``Tool.permitted_for`` and the workflow's policy hook, as a model's tool call is); a denial fails the
+   run with reason ``tool_denied`` and the tool never runs.
+3. A step with side effects (a tool with ``side_effects = True``) is *claimed* first: a ledger row with a
    lease (:mod:`pipeline.engine.leases`), committed before the effect, so no second delivery can run it.
    A step without side effects is not claimed up front: the unique ledger key already makes a concurrent
    duplicate lose when it records. If such a step runs longer than a third of a lease, the process's lease
    pulse claims it then, so a slow step is never run twice at once and a dead worker's step is taken over.
-3. Run the body outside any transaction (tools may take long and call the network).
-4. One transaction records the ledger row and applies the step's state delta
+4. Run the body outside any transaction (tools may take long and call the network).
+5. One transaction records the ledger row and applies the step's state delta
    (:func:`pipeline.engine.transitions.record_step`); if the step belongs to the last unit of the plan and
    every step is recorded, the same transaction completes the run.
 
@@ -31,13 +36,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.definitions import registry
-from pipeline.definitions.dsl import ApprovalStep
-from pipeline.engine import approvals, bodies, dispatch, leases, recovery, transitions
+from pipeline.definitions.dsl import ApprovalStep, ChoiceStep, ToolStep
+from pipeline.engine import approvals, bodies, branching, dispatch, leases, recovery, transitions
 from pipeline.engine.hooks import StepInfo
 from pipeline.engine.leases import Claim
 from pipeline.engine.snapshots import Approval, RunView
 from pipeline.engine.transitions import Outcome
-from pipeline.errors import RubotError, RunNotFound, StepFailed, ToolTimeout
+from pipeline.errors import RubotError, RunNotFound, StepFailed, ToolDenied, ToolTimeout
 from pipeline.redact import scrub_exception, sensitive_values
 from pipeline.store import queries
 from pipeline.store.tables import DONE, QUEUED, RUNNING, EffectRow, RunRow, utcnow
@@ -66,20 +71,6 @@ def execute_step(
         return Outcome.HALT
     workflow = registry.workflow_of(runtime, run.workflow)
     spec = workflow.step_named(step_name)
-    starter = None if spec is None else bodies.deferred_starter(spec)
-    # A redelivered message whose step holds no claim: its earlier delivery died before the step was even
-    # claimed lazily. That counts as a recovery (so a step that kills its worker every time ends up in the dead
-    # letter state) and the step is claimed before it runs again.
-    recovered = redelivered and op_status is None
-    needs_lock = spec is None or isinstance(spec, ApprovalStep) or starter is not None or op_status is not None
-    needs_lock = needs_lock or recovered
-    claim_first = needs_lock or _has_side_effects(spec)
-    if claim_first:
-        outcome = _prepare_under_lock(runtime, run_id, step_name, spec, starter, task_id, recovered=recovered)
-        if outcome is not None:
-            return outcome
-    assert spec is not None, "an unknown step is failed under the lock above"
-    started_at = utcnow()
     view = RunView(
         id=run.id,
         workflow=run.workflow,
@@ -89,6 +80,42 @@ def execute_step(
         state=dict(run.state or {}),
         approvals=lambda: _approvals(runtime, run_id),
     )
+    # A step with if_/unless decides here, before anything is claimed; a skip is recorded. A step another
+    # delivery already claimed was decided to run then, and is not decided again.
+    if spec is not None and spec.conditional and op_status is None:
+        try:
+            because = branching.skip_reason(workflow, spec, view)
+        except RubotError as exc:
+            return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
+        if because is not None:
+            return branching.skip(runtime, workflow, run_id, spec, because, task_id)
+    if isinstance(spec, ChoiceStep):
+        return branching.choose(runtime, workflow, run_id, spec, view, task_id)
+    starter = None if spec is None else bodies.deferred_starter(spec)
+    # A redelivered message whose step holds no claim: its earlier delivery died before the step was even
+    # claimed lazily. That counts as a recovery (so a step that kills its worker every time ends up in the dead
+    # letter state) and the step is claimed before it runs again.
+    recovered = redelivered and op_status is None
+    needs_lock = spec is None or isinstance(spec, ApprovalStep) or starter is not None or op_status is not None
+    needs_lock = needs_lock or recovered
+    claim_first = needs_lock or _has_side_effects(spec)
+    tool_input = None
+    if isinstance(spec, ToolStep):
+        # A tool step is authorized like a model's tool call, before anything is claimed or run: the tool's
+        # permitted_for and the workflow's policy hook, against the run's user and the exact input.
+        try:
+            tool_input = bodies.step_input(spec, view)
+        except RubotError as exc:
+            return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
+        denied = bodies.tool_refusal(workflow, spec, view, tool_input)
+        if denied is not None:
+            return _deny(runtime, run_id, spec, denied, task_id)
+    if claim_first:
+        outcome = _prepare_under_lock(runtime, run_id, step_name, spec, starter, task_id, recovered=recovered)
+        if outcome is not None:
+            return outcome
+    assert spec is not None, "an unknown step is failed under the lock above"
+    started_at = utcnow()
     runtime.hooks.call(
         "step_started",
         StepInfo(
@@ -108,7 +135,7 @@ def execute_step(
             lazy_kind=None if claim_first else spec.kind,
             task_id=task_id,
         ) as beat:
-            delta = bodies.run_body(runtime, workflow, spec, view, task_id=task_id)
+            delta = bodies.run_body(runtime, workflow, spec, view, task_id=task_id, tool_input=tool_input)
     except ToolTimeout as exc:
         if _has_side_effects(spec):
             return _timed_out(runtime, run_id, step_name, spec, exc)
@@ -177,7 +204,7 @@ def _prepare_under_lock(
             queries.add_event(s, run_id, "step.duplicate_ignored", step_name, task_id=task_id)
             return Outcome.CONTINUE if run.status == RUNNING else Outcome.HALT
         if run.status not in (QUEUED, RUNNING):
-            queries.add_event(s, run_id, "step.skipped", step_name, status=run.status, task_id=task_id)
+            queries.add_event(s, run_id, "step.not_running", step_name, status=run.status, task_id=task_id)
             return Outcome.HALT
         if spec is None:
             message = f"{run.workflow} has no step {step_name!r} (was the workflow changed while the run was active?)"
@@ -237,8 +264,7 @@ def _record(
                 s, run_id, step_name, kind, delta, task_id=task_id, claimed=claimed, started_at=started_at
             )
             if recorded.status == RUNNING and workflow.in_last_unit(step_name):
-                dispatch.finish_after_last_unit(s, runtime, queries.lock_run(s, run_id), workflow)
-                return Outcome.HALT  # nothing follows the last unit; the run is complete (or failed as incomplete)
+                return dispatch.finish_after(s, runtime, run_id, workflow, step_name)
             return Outcome.CONTINUE if recorded.status == RUNNING else Outcome.HALT
     except IntegrityError:
         # A concurrent delivery of the same step committed first; its result stands.
@@ -292,6 +318,19 @@ def failure_report(runtime: Runtime, run_id: str, step_name: str) -> dict[str, A
         "reason": error.get("reason", "failed"),
         "message": error.get("message", ""),
     }
+
+
+def _deny(runtime: Runtime, run_id: str, spec: ToolStep, reason: str, task_id: str | None) -> Outcome:
+    """A tool step its run's user may not use: the run fails with the reason; the tool never ran."""
+    error = ToolDenied(f"step {spec.name!r} may not call {spec.tool.name}: {reason}", details={"tool": spec.tool.name})
+    with runtime.db.transaction() as s:
+        run = queries.lock_run(s, run_id)
+        if run.status not in (QUEUED, RUNNING):
+            return Outcome.HALT
+        queries.add_event(s, run_id, "tool.denied", spec.name, tool=spec.tool.name, reason=reason)
+        queries.bump_counter(run, "tool_denied")
+        transitions.fail_step(s, run, spec.name, spec.kind, error.as_dict(), task_id=task_id)
+    return Outcome.HALT
 
 
 def _fail(runtime: Runtime, run_id: str, step_name: str, kind: str, error: dict, task_id: str | None) -> Outcome:

@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pipeline.definitions import schemas
-from pipeline.engine import failures, hooks, revisions
+from pipeline.engine import failures, hooks, revisions, visits
 from pipeline.engine.hooks import ApprovalInfo, ModelTurnInfo, RunInfo, StepInfo, ToolCallInfo
 from pipeline.errors import InvalidRunState, RunNotFound
 from pipeline.notify import outbox
@@ -412,6 +412,56 @@ def fail_step(
     queries.add_event(s, run.id, "step.failed", step, **error)
     hooks.after_commit(s, "step_failed", step_info(run, step, kind, task_id=task_id, error=redact(error)))
     return fail(s, run, {**error, "step": step}, step=step)
+
+
+# --- branches --------------------------------------------------------------------------------------------------
+
+
+def skip_step(
+    s: Session, run: RunRow, step: str, kind: str, *, key: str, because: str, task_id: str | None = None
+) -> None:
+    """Record ``step`` as skipped (its ``if_``/``unless`` said so, or a choice went past it): a ledger row, so a
+    resumed run never decides again, and a ``step.skipped`` event. Its state entry ``key`` is removed: a step
+    skipped on a later pass of a loop leaves no stale result behind."""
+    delta = {"set": {}, "unset": [key] if key in (run.state or {}) else []}
+    record(s, run, step, kind, {**delta, "skipped": because}, task_id=task_id)
+    if delta["unset"]:
+        run.state = apply(run.state, delta)
+    queries.add_event(s, run.id, "step.skipped", step, kind=kind, because=because)
+
+
+def decide_branch(
+    s: Session,
+    run: RunRow,
+    choice: str,
+    decision: dict[str, Any],
+    *,
+    skipped: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
+    task_id: str | None = None,
+) -> None:
+    """A choice goes on to the next step or forward to ``decision["to"]``: the steps in between are recorded as
+    skipped and the decision as the choice's result (``state[choice]``), all in the caller's transaction."""
+    for name, kind, key in skipped:
+        skip_step(s, run, name, kind, key=key, because=f"{choice} went to {decision['to']}", task_id=task_id)
+    delta = {"set": {choice: decision}, "unset": []}
+    record(s, run, choice, "choice", delta, task_id=task_id)
+    run.state = apply(run.state, delta)
+    queries.add_event(s, run.id, "choice.decided", choice, **decision)
+    hooks.after_commit(s, "step_completed", step_info(run, choice, "choice", task_id=task_id))
+
+
+def loop_back(
+    s: Session, run: RunRow, choice: str, decision: dict[str, Any], *, steps: list[str], task_id: str | None = None
+) -> None:
+    """A choice sends the run back to ``decision["to"]``: the ledger rows of ``steps`` (from there up to the choice)
+    are kept under this visit's prefix (:mod:`pipeline.engine.visits`), so they run again, and the decision is kept
+    the same way; all in the caller's transaction, which also dispatches the steps again."""
+    visit = decision["visit"] - 1  # the visit that ends here
+    visits.archive(s, run.id, visit, choice, steps)
+    delta = {"set": {choice: decision}, "unset": []}
+    record(s, run, visits.key(visit, choice, choice), "choice", delta, task_id=task_id)
+    run.state = apply(run.state, delta)
+    queries.add_event(s, run.id, "choice.decided", choice, again=steps, **decision)
 
 
 # --- approvals -------------------------------------------------------------------------------------------------

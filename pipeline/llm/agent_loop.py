@@ -365,9 +365,12 @@ def _is_failed_attempt(ledger: dict[str, EffectRow], step: str, k: int) -> bool:
 
 
 def _finish(runtime: Runtime, run_id: str, step: str, n: int, answer: Any, task_id: str | None) -> None:
-    delta = {"set": {step: answer}, "unset": []}
+    from pipeline.definitions.registry import workflow_of
+
     with runtime.db.transaction() as s:
         run = queries.lock_run(s, run_id)
+        spec = workflow_of(runtime, run.workflow).step_named(step)
+        delta = {"set": {spec.state_key if spec is not None else step: answer}, "unset": []}
         if queries.get_effect(s, run_id, step) is None:
             transitions.complete_step(
                 s, run, step, "agent", delta, task_id=task_id, extra={"resume_seq": run.dispatch_seq}, turns=n

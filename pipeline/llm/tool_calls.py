@@ -197,18 +197,12 @@ def _screen(
         return Answer(f"Unknown tool {call.name!r}. Available tools: {available}.", "tool.unknown", "unknown_tool")
     if _seen_before(s, run.id, step, n, call):
         return Answer(DUPLICATE.format(name=call.name), "tool.duplicate", "duplicate_tool_call")
-    tool = tool_cls(None)
-    if not tool.permitted_for(user):
-        return Answer(f"Not permitted: the user of this run may not call {call.name}.", "tool.denied", "tool_denied")
     check = policies.ToolCallCheck(
         run_id=run.id, workflow=run.workflow, step=step, tool=call.name, input=call.input, user=user
     )
-    for owner in (workflow, agent):
-        hook = getattr(owner, "policy", None)
-        if hook is not None:
-            reason = policies.deny_reason(hook.authorize_tool(check))
-            if reason is not None:
-                return Answer(f"Not permitted: {reason}.", "tool.denied", "tool_denied")
+    reason = policies.refusal(tool_cls(None), check, (workflow, agent))
+    if reason is not None:
+        return Answer(f"Not permitted: {reason}.", "tool.denied", "tool_denied")
     try:
         tool_cls.validate_input(call.input)
     except InvalidToolInput as exc:

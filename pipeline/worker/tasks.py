@@ -15,6 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline import api, batches, handles
 from pipeline.engine import compiler, dispatch, executor, expiry, failures, recovery, reminders
+from pipeline.engine import on_failure as on_failure_hooks
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import ModelError, ModelUnavailable, NotificationFailed, RunFailed
 from pipeline.llm import agent_loop, batch_collect, tool_calls
@@ -132,6 +133,10 @@ def _register_runs(app: Celery, runtime: Runtime) -> None:
         if not tool_calls.run_tool_call(runtime, run_id, step, n, call_id, task_id=self.request.id):
             self.request.chain = None  # parked for approval: the decision sends this call and the next turn
         return self.request.id  # lets the chord body forget this result key
+
+    @app.task(name=compiler.ON_FAILURE_TASK, ignore_result=True, **RETRY)
+    def on_failure(run_id: str) -> None:
+        on_failure_hooks.call(runtime, run_id)
 
     @app.task(name=compiler.FORGET_TASK, ignore_result=True, **DELIVERY)
     def forget_results(results: list[Any]) -> None:
