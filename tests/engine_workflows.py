@@ -42,7 +42,7 @@ def _held(self):
     return {"held": True}
 
 
-class EndsInParallelWorkflow(Workflow):
+class EndsInSlowParallelWorkflow(Workflow):
     """Its last unit is a parallel group whose members finish far apart (the slow one waits for the test)."""
 
     input_schema = {"sink": fields.String(required=True), "gate": fields.String(required=True)}

@@ -75,7 +75,7 @@ def test_a_chord_member_whose_step_another_delivery_holds_never_lets_the_group_j
 def test_a_run_ending_in_a_parallel_group_completes_when_its_last_member_does(stack, sink):
     # Given a workflow whose last unit is a parallel group, one member recorded while the other still runs
     with gate() as (name, opened):
-        run = pipeline.enqueue(ew.EndsInParallelWorkflow, input={"sink": str(sink), "gate": name})
+        run = pipeline.enqueue(ew.EndsInSlowParallelWorkflow, input={"sink": str(sink), "gate": name})
         eventually(
             lambda: ("step.completed", "quick") in {(e.type, e.step) for e in pipeline.get_run(run.id).events},
             what="the quick member to be recorded",
