@@ -358,3 +358,20 @@ def test_a_worker_killed_after_a_branch_decision_resumes_on_the_same_branch(prod
     assert labels.count("express started") == 2  # the killed attempt and the one after the take-over
     assert [(e.data["to"], e.data["direction"]) for e in _events(run, "choice.decided")] == [("express", "forward")]
     assert _skipped(run) == {"standard": "route went to express"}
+
+
+def test_the_workflow_graph_draws_choices_loops_and_conditions():
+    from pipeline.definitions.graph import mermaid
+
+    loop = mermaid(bw.DraftLoopWorkflow)
+    assert 's_route{"route · choice"}' in loop and 's_draft[["draft · compute"]]' in loop
+    assert "  s_route -. when a condition, max 3 visits .-> s_draft" in loop
+    assert loop.index("s_route -. ") > loop.index("s_publish[")  # edges after every node has its shape
+
+    forward = mermaid(bw.ForwardChoiceWorkflow)
+    assert "  s_triage -- when is_small --> s_auto_approve" in forward
+    assert 's_to_done{"to_done · skip_to (if a condition)"}' in forward
+    assert "  s_to_done -- when it holds --> s_done" in forward
+
+    skipping = mermaid(bw.SkippingWorkflow)
+    assert '"notify · tool note (if wants_notice)"' in skipping
