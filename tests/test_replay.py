@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 from contextlib import contextmanager
 
 import pytest
@@ -12,6 +13,7 @@ import pipeline
 from pipeline.errors import InvalidForkPoint
 from pipeline.models.anthropic import AnthropicModel
 from pipeline.testing import MessagesStandIn, reply
+from pipeline.web.app import create_app
 from rubot_app.scripts import cli
 from tests import replay_workflows as rw
 from tests import workflows
@@ -101,6 +103,11 @@ def test_a_six_turn_agent_run_replayed_from_turn_4_asks_the_model_nothing_for_tu
     result = CliRunner().invoke(cli.main, ["diff", source.id, replay.id])
     assert result.exit_code == 0, result.output
     assert "First departure: research/turn-4 (turn 4 of step research) differs" in result.output
+    # and so does the replay's page in the console
+    page = create_app(stack.runtime, secret_key="k").test_client().get(f"/runs/{replay.id}")
+    shown = html.unescape(page.get_data(as_text=True))
+    assert page.status_code == 200 and "Departure from the source" in shown
+    assert "research/turn-4 (turn 4 of step research) differs" in shown and '"topic": "d"' in shown
     # and both event trails verify
     assert pipeline.verify(source) == [] and pipeline.verify(replay) == []
 

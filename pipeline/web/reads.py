@@ -13,7 +13,7 @@ from pipeline import observe
 from pipeline import runtime as rubot_runtime
 from pipeline.auth.principal import Principal
 from pipeline.definitions import registry
-from pipeline.engine import approvals
+from pipeline.engine import approvals, forks
 from pipeline.errors import RubotError
 from pipeline.llm import requests
 from pipeline.redact import redact
@@ -39,6 +39,18 @@ def get_run(run_id: str) -> Run:
     rt = runtime()
     with rt.db.transaction() as s:
         return Run(rt, queries.get_run(s, run_id))
+
+
+def departure(run: Run) -> forks.Departure | None:
+    """Where a replay departed from the run it replays (``None``: not a replay, or nothing differs yet)."""
+    if run.replay_of is None:
+        return None
+    source = run.replay_of
+    return runtime().db.reading(
+        lambda s: (
+            forks.departure(queries.effects(s, source), queries.effects(s, run.id)) if s.get(RunRow, source) else None
+        )
+    )
 
 
 def list_runs(*, statuses: list[str] | None = None, workflow: str | None = None, limit: int = 50) -> list[Run]:

@@ -118,6 +118,7 @@ def run_detail(run_id: str) -> str:
         entries=entries,
         steps=steps,
         transcript=console.transcript(run),
+        departure=reads.departure(run),
         operator=who is not None and auth.may_operate(who),
         refresh=run.status in ("queued", "running"),
     )
