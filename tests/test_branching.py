@@ -235,6 +235,28 @@ def test_on_failure_is_called_once_when_a_run_fails(stack, sink):
     assert _labels(sink, run) == ["first", "on_failure step_failed broken"]
 
 
+def test_an_on_failure_whose_message_was_lost_is_sent_again_by_the_sweeper(stack, sink, monkeypatch):
+    from datetime import timedelta
+
+    from pipeline.engine import on_failure
+    from pipeline.store.tables import utcnow
+
+    # Given a run that failed in a process that died before it could send rubot.on_failure
+    with monkeypatch.context() as patched:
+        patched.setattr(on_failure.FailureHooks, "run_failed", lambda self, info: None)
+        run = pipeline.run(bw.FailingWorkflow, {"sink": str(sink)}, timeout=60)
+    assert run.status == "failed" and _labels(sink, run) == ["first"]
+
+    # When the sweeper looks two leases later
+    later = utcnow() + timedelta(seconds=3 * stack.settings.lease_seconds)
+    assert run.id in on_failure.resend_missed(stack.runtime, now=later)
+
+    # Then on_failure is called, once, and the next sweep finds nothing missed for this run
+    eventually(lambda: _events(pipeline.get_run(run.id), "run.on_failure_called"), what="on_failure")
+    assert _labels(sink, run) == ["first", "on_failure step_failed broken"]
+    assert run.id not in on_failure.resend_missed(stack.runtime, now=later)
+
+
 # --- definitions checked at class creation -------------------------------------------------------------------
 
 

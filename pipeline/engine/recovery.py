@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.definitions.dsl import ToolStep
 from pipeline.definitions.registry import workflow_of
-from pipeline.engine import admission, dispatch, transitions
+from pipeline.engine import admission, dispatch, on_failure, transitions
 from pipeline.store import queries
 from pipeline.store.tables import (
     CLAIMED,
@@ -135,6 +135,10 @@ def sweep(runtime: Runtime, *, now: datetime | None = None) -> dict[str, str]:
         settle_dead_claims(runtime, now=now)
     except Exception:
         log.exception("settling dead claims of ended runs failed")
+    try:
+        on_failure.resend_missed(runtime, now=now)
+    except Exception:
+        log.exception("sending missed on_failure calls failed")
     admission.admit_next(runtime)  # queued runs whose slot freed without a nudge (or whose message was lost)
     return stuck
 
