@@ -10,16 +10,11 @@ import click
 
 from pipeline.errors import ConfigurationError
 from rubot_app.scripts import output
+from rubot_app.scripts.clikit import cli_runtime, echo_lines
 
 
 def _db() -> Any:
-    from rubot_app.scripts.cli import _runtime  # at call time: cli imports this module
-
-    return _runtime().db
-
-
-def _echo_lines(lines: list[str]) -> None:
-    click.echo("\n".join(lines))
+    return cli_runtime().db
 
 
 @click.group()
@@ -51,7 +46,7 @@ def tokens_list() -> None:
     if not found:
         click.echo("No API tokens. Create one with `rubot tokens create --user ID --role ROLE`.")
         return
-    _echo_lines(output.token_table(found))
+    echo_lines(output.token_table(found))
 
 
 @tokens.command("revoke")

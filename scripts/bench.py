@@ -21,120 +21,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN = os.environ.get("RUBOT_BENCH_POSTGRES_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("RUBOT_BENCH_REDIS", "redis://127.0.0.1:6379/14")
-BENCH_MODULES = "rubot_app.scripts.bench_workflows"
-
-
-@dataclass
-class Figure:
-    scenario: str
-    rubot: float
-    raw: float | None
-    unit: str
-    target: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float | None:
-        return None if not self.raw else self.rubot / self.raw
-
-
-def median_of(repeats: int, measure: Callable[[], float], *, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        measure()
-    return statistics.median(measure() for _ in range(repeats))
-
-
-# --- processes ---------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def worker_process(app_module: str, queue: str, env: dict[str, str], *, concurrency: int, log: Path) -> Iterator[None]:
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        app_module,
-        "worker",
-        "-Q",
-        queue,
-        "--loglevel=INFO",
-        f"--concurrency={concurrency}",
-        "--pool=prefork",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-n",
-        f"bench-{uuid.uuid4().hex[:6]}@%h",
-    ]
-    with log.open("ab") as handle:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_ready(process, log)
-        yield
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-
-
-def _wait_ready(process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker exited early:\n{log.read_text(errors='replace')[-3000:]}")
-        if " ready." in log.read_text(errors="replace"):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"worker not ready:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def _postgres_database() -> tuple[str, Callable[[], None]]:
-    from sqlalchemy import create_engine, text
-
-    name = f"rubot_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}", drop
-
-
-def _base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUBOT_", "ANTHROPIC_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
-
-
-# --- the production stack ----------------------------------------------------------------------------------------
+from rubot_app.scripts.bench_kit import (
+    BENCH_MODULES,
+    REDIS_URL,
+    Figure,
+    base_env,
+    median_of,
+    postgres_database,
+    worker_process,
+)
+from rubot_app.scripts.bench_local import embedded, sql_counts
 
 
 class ProductionBench:
@@ -166,7 +72,7 @@ class ProductionBench:
         from pipeline.store import migrate
         from rubot_app.config.settings import load
 
-        database_url, drop = _postgres_database()
+        database_url, drop = postgres_database()
         figures: list[Figure] = []
         try:
             with _standin() as stand_in:
@@ -181,7 +87,7 @@ class ProductionBench:
                 migrate.upgrade(rt.db)
                 previous = rubot_runtime.install(rt)
                 raw_env = {
-                    **_base_env(),
+                    **base_env(),
                     "RUBOT_BENCH_BROKER": REDIS_URL,
                     "RUBOT_BENCH_KEY_PREFIX": self.prefix,
                     "RUBOT_BENCH_RAW_QUEUE": f"bench-raw-{uuid.uuid4().hex[:6]}",
@@ -196,7 +102,7 @@ class ProductionBench:
                         worker_process(
                             "rubot_app.tasks.app",
                             settings.queue,
-                            {**_base_env(), **env},
+                            {**base_env(), **env},
                             concurrency=self.concurrency,
                             log=self.home / "rubot-worker.log",
                         ),
@@ -361,141 +267,6 @@ def _await(action: Callable[[], Any], timeout: float = 60) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-
-
-# --- SQL per step ------------------------------------------------------------------------------------------------
-
-
-def sql_counts(database_url: str, home: Path, prefix: str) -> list[Figure]:
-    """Statements and commits per step, counted on the engine of an in-process worker (the same code path)."""
-    from sqlalchemy import event
-
-    import pipeline
-    from pipeline import runtime as rubot_runtime
-    from pipeline.embedded import inprocess
-    from pipeline.hosting import make_app
-    from rubot_app.config.settings import load
-    from rubot_app.scripts import bench_workflows as wf
-
-    env = {
-        "RUBOT_HOME": str(home / "sql"),
-        "RUBOT_DATABASE_URL": database_url,
-        "RUBOT_BROKER_URL": REDIS_URL,
-        "RUBOT_RESULT_BACKEND": REDIS_URL,
-        "RUBOT_REDIS_KEY_PREFIX": prefix,
-        "RUBOT_QUEUE": f"bench-sql-{uuid.uuid4().hex[:6]}",
-        "RUBOT_WORKFLOW_MODULES": BENCH_MODULES,
-        "RUBOT_MODEL_PROVIDER": "offline",
-    }
-    rt = rubot_runtime.of_app(make_app(load(env), name="rubot-bench-sql"))
-    previous = rubot_runtime.install(rt)
-    counts = {"statements": 0, "writes": 0}
-    writes = ("INSERT", "UPDATE", "DELETE", "WITH")
-
-    def count_statement(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.current_thread() is threading.main_thread():
-            return  # the caller's enqueue and wait are not the worker's work
-        counts["statements"] += 1
-        # A write outside a transaction (Postgres autocommit: the one-statement step record) is its own commit.
-        autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-        if autocommit and statement.lstrip().upper().startswith(writes):
-            counts["writes"] += 1
-
-    def count_commit(conn: Any) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            counts["writes"] += 1
-
-    def measure(workflow: type) -> dict[str, float]:
-        before = dict(counts)
-        pipeline.run(workflow, timeout=120)
-        return {k: (counts[k] - before[k]) / 10 for k in counts}
-
-    try:
-        with inprocess.worker(rt.app, concurrency=1, loglevel="WARNING"):
-            pipeline.run(wf.BenchTenSteps, timeout=120)  # warm: connections, imports, workflow lookup
-            event.listen(rt.db.engine, "before_cursor_execute", count_statement)
-            event.listen(rt.db.engine, "commit", count_commit)
-            pure = measure(wf.BenchTenSteps)
-            effects = measure(wf.BenchTenEffects)
-            event.remove(rt.db.engine, "before_cursor_execute", count_statement)
-            event.remove(rt.db.engine, "commit", count_commit)
-    finally:
-        rubot_runtime.install(previous)
-        rt.db.dispose()
-    # Per step, over a whole 10-step run (so the run's completion, in its last step, is spread over the steps).
-    return [
-        Figure(
-            "sql_per_step",
-            pure["writes"],
-            None,
-            "write transactions per step, no side effects",
-            "1; ≤ 2 with side effects",
-            {
-                "writes_per_step": pure["writes"],
-                "statements_per_step": pure["statements"],
-                "writes_per_step_with_side_effects": effects["writes"],
-                "statements_per_step_with_side_effects": effects["statements"],
-            },
-        )
-    ]
-
-
-# --- the embedded default ----------------------------------------------------------------------------------------
-
-
-def embedded(home: Path, repeats: int) -> list[Figure]:
-    import pipeline
-    from pipeline import runtime as rubot_runtime
-    from pipeline.embedded import inprocess
-    from pipeline.hosting import make_app
-    from pipeline.store import migrate
-    from rubot_app.config.settings import load
-    from rubot_app.scripts import bench_workflows as wf
-
-    env = {
-        "RUBOT_HOME": str(home / "embedded"),
-        "RUBOT_WORKFLOW_MODULES": BENCH_MODULES,
-        "RUBOT_MODEL_PROVIDER": "offline",
-        "RUBOT_LOG_LEVEL": "WARNING",
-    }
-    rt = rubot_runtime.of_app(make_app(load(env), name="rubot-bench-embedded"))
-    migrate.upgrade(rt.db)
-    previous = rubot_runtime.install(rt)
-    try:
-        with inprocess.worker(rt.app, concurrency=4, loglevel="WARNING"):
-
-            def measure() -> float:
-                t = time.perf_counter()
-                assert pipeline.run(wf.BenchTenSteps, timeout=120).completed
-                return time.perf_counter() - t
-
-            per_step = median_of(repeats, measure) / 10
-    finally:
-        rubot_runtime.install(previous)
-        rt.db.dispose()
-    return [Figure("embedded_step", per_step, sqlite_commit(home), "s/step", "≤ 10 ms per step")]
-
-
-def sqlite_commit(home: Path) -> float:
-    path = home / "commit.sqlite3"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS t (v TEXT)")
-
-    def measure() -> float:
-        t = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t VALUES ('x')")
-        conn.execute("COMMIT")
-        return time.perf_counter() - t
-
-    try:
-        return median_of(200, measure)
-    finally:
-        conn.close()
-
-
-# --- report ------------------------------------------------------------------------------------------------------
 
 
 def report(figures: list[Figure]) -> str:
