@@ -52,10 +52,11 @@ def replay(run: Run | str, from_step: str | None = None) -> Run:
     return get_run(new_id)
 
 
-def diff(a: Run | str, b: Run | str) -> Departure | None:
+def diff(a: Run | str, b: Run | str, *, rt: runtime.Runtime | None = None) -> Departure | None:
     """Where run ``b`` departed from run ``a``: the first step, agent turn or tool call (in the order ``a``
-    recorded them) whose recorded output differs or that only one of them recorded; ``None`` when none does."""
-    rt = runtime.current()
+    recorded them) whose recorded output differs or that only one of them recorded; ``None`` when none does.
+    ``rt``: the runtime to read (default: the process's current one)."""
+    rt = rt or runtime.current()
     a_rows = rt.db.reading(lambda s: (queries.get_run(s, _id(a)), queries.effects(s, _id(a)))[1])
     b_rows = rt.db.reading(lambda s: (queries.get_run(s, _id(b)), queries.effects(s, _id(b)))[1])
     return forks.departure(a_rows, b_rows)

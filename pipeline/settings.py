@@ -221,11 +221,7 @@ def approver_table(value: Any, path: Any = None) -> dict[str, tuple[str, ...]]:
             raise ConfigurationError(f"cannot read RUBOT_APPROVERS_FILE {where!r}: {exc.strerror or exc}") from None
     if not value:
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"{where} is not valid JSON: {exc.msg}") from None
+    value = json_setting(value, where)
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, list | tuple) and all(isinstance(e, str) for e in v)
         for k, v in value.items()
@@ -289,15 +285,21 @@ def prices(prices_file: Any = None) -> dict[str, ModelPrice]:
     return table
 
 
-def schedule_table(value: Any) -> dict[str, Any]:
-    """``RUBOT_SCHEDULES``: a JSON object in the environment, or a dict in host settings (name -> entry)."""
+def json_setting(value: Any, name: str) -> Any:
+    """A setting given as JSON text in the environment (or already parsed, in host settings); ``{}`` when unset."""
     if value is None or value == "":
         return {}
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            return json.loads(value)
         except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"RUBOT_SCHEDULES is not valid JSON: {exc.msg}") from None
+            raise ConfigurationError(f"{name} is not valid JSON: {exc.msg}") from None
+    return value
+
+
+def schedule_table(value: Any) -> dict[str, Any]:
+    """``RUBOT_SCHEDULES``: a JSON object in the environment, or a dict in host settings (name -> entry)."""
+    value = json_setting(value, "RUBOT_SCHEDULES")
     if not isinstance(value, Mapping):
         raise ConfigurationError("RUBOT_SCHEDULES must map schedule names to entries")
     return dict(value)
@@ -305,13 +307,7 @@ def schedule_table(value: Any) -> dict[str, Any]:
 
 def spend_table(value: Any) -> dict[str, float]:
     """``RUBOT_SPEND_ALERTS``: workflow or agent name -> USD per day (JSON here, a dict in host settings)."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"RUBOT_SPEND_ALERTS is not valid JSON: {exc.msg}") from None
+    value = json_setting(value, "RUBOT_SPEND_ALERTS")
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v > 0
         for k, v in value.items()

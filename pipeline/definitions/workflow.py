@@ -20,6 +20,7 @@ from pipeline.definitions.dsl import (
 )
 from pipeline.definitions.plan import Unit, build_plan, check_approvers, check_revisions, flatten
 from pipeline.errors import DefinitionError, InvalidRunInput
+from pipeline.redact import sensitive_values
 
 
 class _Namespace(dict):
@@ -230,6 +231,11 @@ class Workflow(metaclass=WorkflowMeta):
             eta=eta,
         )
         return RunHandle(run_id, cls.name, rt)
+
+    @classmethod
+    def secrets_in_input(cls, data: Any) -> list[str]:
+        """The values of ``data`` held by fields of ``input_schema`` marked sensitive (to scrub from messages)."""
+        return sensitive_values(cls._input, data)
 
     @classmethod
     def validate_input(cls, data: Any) -> Any:

@@ -43,7 +43,7 @@ from pipeline.engine.leases import Claim
 from pipeline.engine.snapshots import Approval, RunView
 from pipeline.engine.transitions import Outcome
 from pipeline.errors import RubotError, RunNotFound, StepFailed, ToolDenied, ToolTimeout
-from pipeline.redact import scrub_exception, sensitive_values
+from pipeline.redact import scrub_exception
 from pipeline.store import queries
 from pipeline.store.tables import DONE, QUEUED, RUNNING, EffectRow, RunRow, utcnow
 
@@ -71,15 +71,7 @@ def execute_step(
         return Outcome.HALT
     workflow = registry.workflow_of(runtime, run.workflow)
     spec = workflow.step_named(step_name)
-    view = RunView(
-        id=run.id,
-        workflow=run.workflow,
-        input=run.input,
-        context=run.context,
-        subject=run.subject,
-        state=dict(run.state or {}),
-        approvals=lambda: _approvals(runtime, run_id),
-    )
+    view = RunView.of(run, lambda: _approvals(runtime, run_id))
     # A step with if_/unless decides here, before anything is claimed; a skip is recorded. A step another
     # delivery already claimed was decided to run then, and is not decided again.
     if spec is not None and spec.conditional and op_status is None:
@@ -143,7 +135,7 @@ def execute_step(
     except RubotError as exc:
         return _fail(runtime, run_id, step_name, spec.kind, exc.as_dict(), task_id)
     except Exception as exc:  # a bug or failure in user code: record it with its type
-        scrub_exception(exc, sensitive_values(workflow._input, view.input))  # a message quoting a secret input
+        scrub_exception(exc, workflow.secrets_in_input(view.input))  # a message quoting a secret input
         log.exception("step %s of run %s raised", step_name, run_id)
         error = StepFailed(f"step {step_name!r} raised {type(exc).__name__}: {exc}")
         return _fail(

@@ -69,15 +69,7 @@ def call(runtime: Runtime, run_id: str) -> bool:
                 queries.add_event(s, run_id, "run.on_failure_duplicate_ignored", None)
                 return False
             transitions.record(s, run, OP_KEY, "on_failure", {"error": run.error})
-            view = RunView(
-                id=run.id,
-                workflow=run.workflow,
-                input=run.input,
-                context=run.context,
-                subject=run.subject,
-                state=dict(run.state or {}),
-                approvals=[],
-            )
+            view = RunView.of(run, [])
             error = dict(run.error or {})
     except IntegrityError:  # a concurrent delivery claimed it first
         return False

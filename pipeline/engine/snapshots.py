@@ -137,6 +137,19 @@ class RunView:
         self.state = state
         self._approvals = approvals
 
+    @classmethod
+    def of(cls, run: Any, approvals: list[Approval] | Callable[[], list[Approval]]) -> RunView:
+        """The view of a run row (or a row read with the same columns), with a copy of its state."""
+        return cls(
+            id=run.id,
+            workflow=run.workflow,
+            input=run.input,
+            context=run.context,
+            subject=run.subject,
+            state=dict(run.state or {}),
+            approvals=approvals,
+        )
+
     @property
     def approvals(self) -> list[Approval]:
         if callable(self._approvals):

@@ -9,12 +9,12 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select, text
 
-from pipeline import observe
+from pipeline import observe, replays
 from pipeline import runtime as rubot_runtime
 from pipeline.auth.principal import Principal
 from pipeline.definitions import registry
 from pipeline.engine import approvals, forks
-from pipeline.errors import RubotError
+from pipeline.errors import RubotError, RunNotFound
 from pipeline.llm import requests
 from pipeline.redact import redact
 from pipeline.runs import Approval, Run
@@ -42,15 +42,14 @@ def get_run(run_id: str) -> Run:
 
 
 def departure(run: Run) -> forks.Departure | None:
-    """Where a replay departed from the run it replays (``None``: not a replay, or nothing differs yet)."""
+    """Where a replay departed from the run it replays (``None``: not a replay, its source is gone, or nothing
+    differs yet)."""
     if run.replay_of is None:
         return None
-    source = run.replay_of
-    return runtime().db.reading(
-        lambda s: (
-            forks.departure(queries.effects(s, source), queries.effects(s, run.id)) if s.get(RunRow, source) else None
-        )
-    )
+    try:
+        return replays.diff(run.replay_of, run.id, rt=runtime())
+    except RunNotFound:
+        return None
 
 
 def list_runs(*, statuses: list[str] | None = None, workflow: str | None = None, limit: int = 50) -> list[Run]:
